@@ -1,0 +1,81 @@
+"""The maintenance loop: runs beside every worker (one at a time across all of them).
+
+It is what makes the engine survive a crash without a human: recipients whose
+runner died have expired leases, and an issue still Sending with no live runner
+gets a new send job; a Stopping issue whose runner died is finished; an
+Accepted issue whose start job was lost is started (or interrupted when late).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import sqlalchemy as sa
+
+from . import job_context
+
+log = logging.getLogger(__name__)
+LOCK = "outbox:maintenance:lock"
+
+
+def tick() -> dict[str, int]:
+    """One pass; safe to run anywhere, any number of times."""
+    with job_context():
+        from mailing import engine, lifecycle, queueing
+        from mailing.extensions import db
+        from mailing.models import Delivery, DeliveryState, Issue, utcnow
+        from mailing.states import IssueStatus as S
+
+        r = queueing.redis_connection()
+        now = utcnow()
+        done = {"respawned": 0, "stopped": 0, "started": 0}
+        sending = db.session.execute(
+            sa.select(Issue.id).where(Issue.status == S.SENDING)).scalars().all()
+        for issue_id in sending:
+            live = r.zcount(queueing.runners_key(issue_id), time.time(), "+inf")
+            if live:
+                continue
+            due = db.session.scalar(
+                sa.select(sa.func.count()).select_from(Delivery).where(
+                    Delivery.issue_id == issue_id,
+                    sa.or_(Delivery.state == DeliveryState.PENDING,
+                           sa.and_(Delivery.state == DeliveryState.SENDING, Delivery.lease_until < now),
+                           sa.and_(Delivery.state == DeliveryState.DEFERRED,
+                                   Delivery.next_attempt_at <= now))))
+            db.session.commit()
+            if due:
+                queueing.enqueue("jobs.sending.send_issue", issue_id)
+                # Count as live until the new runner beats, so we do not enqueue twice.
+                r.zadd(queueing.runners_key(issue_id), {"maintenance": time.time() + 30})
+                done["respawned"] += 1
+            elif not engine.open_counts(issue_id):
+                lifecycle.finish(issue_id)
+        for issue_id in db.session.execute(
+                sa.select(Issue.id).where(Issue.status == S.STOPPING)).scalars().all():
+            if lifecycle.finish_stopping(issue_id) == S.CANCELLED:
+                done["stopped"] += 1
+        for issue_id in db.session.execute(
+                sa.select(Issue.id).where(Issue.status.in_([S.ACCEPTED, S.SCHEDULED]), Issue.send_at < now)).scalars().all():
+            if lifecycle.start(issue_id):
+                done["started"] += 1
+        db.session.commit()
+        return done
+
+
+def loop(interval: float = 2.0, stop: threading.Event | None = None) -> None:
+    """Run tick() every `interval` seconds while holding a short Redis lock, so that
+    one worker among many does the pass."""
+    stop = stop or threading.Event()
+    with job_context():
+        from mailing import queueing
+
+        r = queueing.redis_connection()
+    while not stop.is_set():
+        try:
+            if r.set(LOCK, "1", nx=True, ex=max(int(interval * 2), 2)):
+                tick()
+        except Exception:  # keep the loop alive; the next pass tries again
+            log.exception("maintenance pass failed")
+        stop.wait(interval)

@@ -1,0 +1,76 @@
+"""Outbox: send email issues and keep them under control while they go out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, request
+from flask_login import current_user
+
+from .extensions import babel, csrf, db, htmx, login_manager, migrate
+
+
+def _locale() -> str | None:
+    if current_user and current_user.is_authenticated and current_user.locale:
+        return current_user.locale
+    return request.accept_languages.best_match(["en", "ru"]) or "en"
+
+
+def _sqlite_setup(app: Flask) -> None:
+    """SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE so that a transaction that
+    reads then writes never fails on a snapshot another writer moved."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+    with app.app_context():
+        engine = db.engine
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True,
+                instance_path=os.environ.get("OUTBOX_INSTANCE") or None)
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    from . import config
+
+    app.config.update(config.load(instance))
+    if test_config:
+        app.config.update(test_config)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}}
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=_locale,
+                   default_translation_directories=str(Path(__file__).parent / "translations"))
+    htmx.init_app(app)
+    _sqlite_setup(app)
+
+    from . import models  # noqa: F401  (tables for migrations)
+    from .views import register
+
+    register(app)
+    from .cli import register_cli
+
+    register_cli(app)
+    return app

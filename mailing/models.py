@@ -1,0 +1,256 @@
+"""Database models: users, contacts and lists, senders, issues, deliveries, journal, stop-lists."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask_login import UserMixin
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+from .states import IssueStatus
+
+
+def utcnow() -> datetime:
+    """Naive UTC timestamps: SQLite and PostgreSQL compare them alike."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"  # everything, plus users, senders and settings
+    EDITOR = "editor"  # issues, contacts, lists, stop-lists
+    MODERATOR = "moderator"  # the moderation queue; reads everything
+    SUPPORT = "support"  # read-only everywhere
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # waiting for its turn
+    SENDING = "sending"  # claimed by a worker under a lease
+    SENT = "sent"  # the relay answered 2xx
+    DEFERRED = "deferred"  # 4xx or timeout: retried later with backoff
+    BOUNCED = "bounced"  # 5xx: permanent refusal
+    FAILED = "failed"  # gave up after the retry limit
+    SUPPRESSED = "suppressed"  # in an applicable stop-list when built
+    STOPPED = "stopped_manually"  # the issue was cancelled before its turn
+
+
+# States in which a delivery still waits for the relay.
+OPEN_STATES = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.DEFERRED)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    email: so.Mapped[str] = so.mapped_column(sa.String(254), unique=True)
+    password_hash: so.Mapped[str] = so.mapped_column(sa.String(256))
+    role: so.Mapped[str] = so.mapped_column(sa.String(16), default=Role.EDITOR)
+    locale: so.Mapped[str | None] = so.mapped_column(sa.String(8))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def has_role(self, *roles: str) -> bool:
+        return self.role in roles
+
+
+class ApiToken(db.Model):
+    """A personal API token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    name: so.Mapped[str] = so.mapped_column(sa.String(100))
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    revoked_at: so.Mapped[datetime | None]
+    last_used_at: so.Mapped[datetime | None]
+    user: so.Mapped[User] = so.relationship()
+
+
+list_members = sa.Table(
+    "list_members",
+    db.metadata,
+    sa.Column("list_id", sa.ForeignKey("contact_lists.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("contact_id", sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Contact(db.Model):
+    __tablename__ = "contacts"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    email: so.Mapped[str | None] = so.mapped_column(sa.String(254), unique=True)
+    phone: so.Mapped[str | None] = so.mapped_column(sa.String(20), index=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200), default="")
+    attributes: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+class ContactList(db.Model):
+    __tablename__ = "contact_lists"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    def size(self) -> int:
+        return db.session.scalar(
+            sa.select(sa.func.count()).select_from(list_members).where(list_members.c.list_id == self.id)
+        ) or 0
+
+
+class Sender(db.Model):
+    __tablename__ = "senders"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200))
+    email: so.Mapped[str] = so.mapped_column(sa.String(254), unique=True)
+
+    @property
+    def domain(self) -> str:
+        return self.email.rsplit("@", 1)[-1]
+
+
+class Issue(db.Model):
+    __tablename__ = "issues"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    subject: so.Mapped[str] = so.mapped_column(sa.String(300))
+    body_html: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    sender_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("senders.id"))
+    list_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("contact_lists.id"))
+    # Written only by mailing.states.transition().
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default=IssueStatus.DRAFT, index=True)
+    status_reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
+    launched_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    updated_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    send_at: so.Mapped[datetime | None]  # when a scheduled or accepted issue starts
+    launched_at: so.Mapped[datetime | None]
+    started_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    # Spread over time: `spread_size` recipients every `spread_interval` seconds.
+    spread_size: so.Mapped[int | None]
+    spread_interval: so.Mapped[int | None]
+    released: so.Mapped[bool] = so.mapped_column(default=False)  # "send whole" ignores the spread
+    settings: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)  # in force at launch
+    # Progress counters, moved by the sending engine in the same transaction as the
+    # deliveries they count, so a poll reads one row instead of scanning deliveries.
+    total: so.Mapped[int] = so.mapped_column(default=0)
+    sent_count: so.Mapped[int] = so.mapped_column(default=0)
+    bounced_count: so.Mapped[int] = so.mapped_column(default=0)
+    failed_count: so.Mapped[int] = so.mapped_column(default=0)
+    suppressed_count: so.Mapped[int] = so.mapped_column(default=0)
+    stopped_count: so.Mapped[int] = so.mapped_column(default=0)
+    last_reply: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    sender: so.Mapped[Sender | None] = so.relationship()
+    contact_list: so.Mapped[ContactList | None] = so.relationship()
+    created_by: so.Mapped[User | None] = so.relationship(foreign_keys=[created_by_id])
+
+    @property
+    def done(self) -> int:
+        return (
+            self.sent_count + self.bounced_count + self.failed_count
+            + self.suppressed_count + self.stopped_count
+        )
+
+    @property
+    def remaining(self) -> int:
+        return max(self.total - self.done, 0)
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(self.done * 100 / self.total)
+
+
+class Delivery(db.Model):
+    """One recipient of one issue."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("issue_id", "contact_id", name="uq_deliveries_issue_contact"),
+        sa.Index("ix_deliveries_issue_state", "issue_id", "state", "id"),
+        sa.Index("ix_deliveries_email", "email"),
+    )
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    issue_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("issues.id", ondelete="CASCADE"))
+    contact_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("contacts.id", ondelete="SET NULL"))
+    email: so.Mapped[str] = so.mapped_column(sa.String(254))
+    name: so.Mapped[str] = so.mapped_column(sa.String(200), default="")
+    state: so.Mapped[str] = so.mapped_column(sa.String(20), default=DeliveryState.PENDING)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    lease_owner: so.Mapped[str | None] = so.mapped_column(sa.String(80))
+    lease_until: so.Mapped[datetime | None]
+    next_attempt_at: so.Mapped[datetime | None]
+    reply_code: so.Mapped[int | None]
+    reply_enhanced: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    reply_text: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    reason: so.Mapped[str | None] = so.mapped_column(sa.String(200))  # e.g. the stop-list's name
+    message_id: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    sent_at: so.Mapped[datetime | None]
+    updated_at: so.Mapped[datetime | None]
+
+    issue: so.Mapped[Issue] = so.relationship()
+
+
+class JournalEvent(db.Model):
+    """The job journal: who did what to which issue, written with the change it records."""
+
+    __tablename__ = "journal_events"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    issue_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("issues.id", ondelete="CASCADE"), index=True
+    )
+    actor_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
+    actor_label: so.Mapped[str] = so.mapped_column(sa.String(254), default="system")
+    event: so.Mapped[str] = so.mapped_column(sa.String(40), index=True)
+    from_status: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    to_status: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    details: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+
+    issue: so.Mapped[Issue | None] = so.relationship()
+
+
+class StopList(db.Model):
+    __tablename__ = "stop_lists"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # System lists have a code and cannot be deleted or renamed.
+    code: so.Mapped[str | None] = so.mapped_column(sa.String(40), unique=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    @property
+    def system(self) -> bool:
+        return self.code is not None
+
+
+class StopEntry(db.Model):
+    __tablename__ = "stop_entries"
+    __table_args__ = (
+        sa.UniqueConstraint("list_id", "value", "sender_id", name="uq_stop_entries_list_value_sender"),
+        sa.Index("ix_stop_entries_value", "value"),
+    )
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("stop_lists.id", ondelete="CASCADE"))
+    kind: so.Mapped[str] = so.mapped_column(sa.String(8))  # "email" or "phone"
+    value: so.Mapped[str] = so.mapped_column(sa.String(254))  # normalised
+    sender_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("senders.id", ondelete="CASCADE"))
+    source: so.Mapped[str] = so.mapped_column(sa.String(20), default="ui")
+    created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+class Setting(db.Model):
+    """Admin settings changeable at run time (launch delay, edit lock, ...)."""
+
+    __tablename__ = "settings"
+    key: so.Mapped[str] = so.mapped_column(sa.String(60), primary_key=True)
+    value: so.Mapped[Any] = so.mapped_column(sa.JSON)

@@ -1,0 +1,133 @@
+"""Named queries for the pages: each says why it is shaped the way it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from . import queueing, settings
+from .extensions import db
+from .models import Delivery, Issue, JournalEvent, utcnow
+from .states import FINAL, IssueStatus
+
+S = IssueStatus
+PAGE = 50
+
+# Outgoing's filters: the live ones together, each status, and the finished tabs.
+OUTGOING_FILTERS = {
+    "": None,  # everything not final
+    "draft": [S.DRAFT], "scheduled": [S.SCHEDULED], "moderation": [S.MODERATION],
+    "accepted": [S.ACCEPTED], "sending": [S.SENDING, S.STOPPING], "paused": [S.PAUSED],
+    "interrupted": [S.INTERRUPTED], "sent": [S.SENT], "cancelled": [S.CANCELLED],
+}
+
+
+def outgoing_page(status: str, page: int) -> tuple[list[Issue], bool]:
+    """One page of issues, newest first; keyset-free OFFSET is fine at 50 a page
+    thanks to the status index, and no delivery is touched."""
+    q = sa.select(Issue).order_by(Issue.id.desc())
+    wanted = OUTGOING_FILTERS[status]
+    if wanted is None:
+        q = q.where(Issue.status.not_in([s.value for s in FINAL]))
+    else:
+        q = q.where(Issue.status.in_([s.value for s in wanted]))
+    rows = list(db.session.scalars(q.offset((page - 1) * PAGE).limit(PAGE + 1)))
+    return rows[:PAGE], len(rows) > PAGE
+
+
+@dataclass
+class Progress:
+    percent: int
+    sent: int
+    failed: int
+    suppressed: int
+    stopped: int
+    remaining: int
+    rate: float
+    eta_seconds: int | None
+    countdown: int | None  # seconds until an accepted issue starts
+    live: bool
+
+
+def progress(issue: Issue) -> Progress:
+    """From the issue's counters (moved with the deliveries) and Redis' rate samples."""
+    r = queueing.rate(issue.id) if issue.status == S.SENDING else 0.0
+    remaining = issue.remaining
+    eta = int(remaining / r) if r > 0 and remaining else None
+    countdown = None
+    if issue.status == S.ACCEPTED and issue.send_at:
+        countdown = max(int((issue.send_at - utcnow()).total_seconds() + 0.999), 0)
+    return Progress(
+        percent=issue.percent, sent=issue.sent_count,
+        failed=issue.bounced_count + issue.failed_count, suppressed=issue.suppressed_count,
+        stopped=issue.stopped_count, remaining=remaining, rate=round(r, 1), eta_seconds=eta,
+        countdown=countdown, live=issue.status in (S.ACCEPTED, S.SENDING, S.STOPPING),
+    )
+
+
+def edit_lock_reason(issue: Issue) -> str | None:
+    """Why the editor is locked, or None when the issue may be edited."""
+    from flask_babel import gettext as _
+
+    if issue.status == S.DRAFT:
+        return None
+    if issue.status == S.SCHEDULED:
+        if issue.send_at is None:
+            return None
+        lock = timedelta(minutes=float(settings.get("edit_lock_minutes")))
+        if utcnow() < issue.send_at - lock:
+            return None
+        return _("A scheduled issue is locked %(minutes)s minutes before it is sent; cancel it to change it.",
+                 minutes=int(lock.total_seconds() // 60))
+    return _("The issue has been launched; only drafts and scheduled issues can be edited.")
+
+
+def issue_journal(issue_id: int, limit: int = 200) -> list[JournalEvent]:
+    return list(db.session.scalars(
+        sa.select(JournalEvent).where(JournalEvent.issue_id == issue_id)
+        .order_by(JournalEvent.id.desc()).limit(limit)))
+
+
+def journal_page(page: int, issue: str | None = None, actor: str | None = None,
+                 event: str | None = None) -> tuple[list[JournalEvent], bool]:
+    q = sa.select(JournalEvent).order_by(JournalEvent.id.desc())
+    if issue and issue.isdigit():
+        q = q.where(JournalEvent.issue_id == int(issue))
+    if actor:
+        q = q.where(JournalEvent.actor_label.contains(actor, autoescape=True))
+    if event:
+        q = q.where(JournalEvent.event == event)
+    rows = list(db.session.scalars(q.offset((page - 1) * PAGE).limit(PAGE + 1)))
+    return rows[:PAGE], len(rows) > PAGE
+
+
+def journal_event_types() -> list[str]:
+    return list(db.session.scalars(sa.select(JournalEvent.event).distinct().order_by(JournalEvent.event)))
+
+
+def delivery_states(issue_id: int) -> dict[str, int]:
+    d = Delivery.__table__
+    return dict(db.session.execute(
+        sa.select(d.c.state, sa.func.count()).where(d.c.issue_id == issue_id).group_by(d.c.state)).all())
+
+
+@dataclass
+class ReplyGroup:
+    code: int | None
+    enhanced: str | None
+    count: int
+    example: str | None
+
+
+def reply_groups(issue_id: int) -> list[ReplyGroup]:
+    """The relay's replies grouped by code and enhanced code, with an example text."""
+    d = Delivery.__table__
+    rows = db.session.execute(
+        sa.select(d.c.reply_code, d.c.reply_enhanced, sa.func.count(), sa.func.max(d.c.reply_text))
+        .where(d.c.issue_id == issue_id, d.c.reply_code.is_not(None))
+        .group_by(d.c.reply_code, d.c.reply_enhanced)
+        .order_by(sa.func.count().desc())
+    ).all()
+    return [ReplyGroup(*r) for r in rows]

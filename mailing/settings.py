@@ -1,0 +1,29 @@
+"""Admin settings with defaults; read at the moment they matter, so changes apply without a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .extensions import db
+from .models import Setting
+
+DEFAULTS: dict[str, Any] = {
+    "launch_delay_seconds": 10,  # seed 001: the window in which Pause guarantees nothing left
+    "edit_lock_minutes": 5,  # seed 004: a scheduled issue is locked this long before send_at
+    "late_start_grace_seconds": 300,  # a start later than this is interrupted, not silent
+}
+
+
+def get(key: str) -> Any:
+    row = db.session.get(Setting, key)
+    return DEFAULTS[key] if row is None else row.value
+
+
+def put(key: str, value: Any) -> None:
+    if key not in DEFAULTS:
+        raise KeyError(key)
+    row = db.session.get(Setting, key)
+    if row is None:
+        db.session.add(Setting(key=key, value=value))
+    else:
+        row.value = value

@@ -1,0 +1,203 @@
+"""Issue status: the one state machine. Nothing else writes `issues.status`.
+
+Every change is a conditional UPDATE (`WHERE id = :id AND status IN (:allowed)`)
+plus a journal row, in one transaction. When no row changed the action was
+illegal in the status the issue really had, and `IllegalTransition` says why.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask_babel import lazy_gettext as _l
+
+
+class IssueStatus(enum.StrEnum):
+    DRAFT = "draft"  # being prepared; editable
+    SCHEDULED = "scheduled"  # formed; starts at send_at, or waits for a user when postponed
+    MODERATION = "moderation"  # held by the pre-send check; waits for a moderator
+    ACCEPTED = "accepted"  # queued; inside the launch delay no mail leaves
+    SENDING = "sending"  # mail is leaving
+    PAUSED = "paused"  # held by a user
+    STOPPING = "stopping"  # cancel asked while messages are in flight
+    CANCELLED = "cancelled"  # final; part may have been sent
+    INTERRUPTED = "interrupted"  # stopped by an error; resumable
+    SENT = "sent"  # final; every recipient processed
+
+
+S = IssueStatus
+FINAL = frozenset({S.CANCELLED, S.SENT})
+# Statuses in which the page keeps polling for progress.
+LIVE = frozenset({S.ACCEPTED, S.SENDING, S.STOPPING, S.SCHEDULED})
+
+LABELS = {
+    S.DRAFT: _l("Draft"),
+    S.SCHEDULED: _l("Scheduled"),
+    S.MODERATION: _l("On moderation"),
+    S.ACCEPTED: _l("Accepted"),
+    S.SENDING: _l("Sending"),
+    S.PAUSED: _l("Paused"),
+    S.STOPPING: _l("Stopping"),
+    S.CANCELLED: _l("Cancelled"),
+    S.INTERRUPTED: _l("Interrupted"),
+    S.SENT: _l("Sent"),
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    sources: frozenset[IssueStatus]
+    target: IssueStatus
+    verb: Any  # how the refusal reads: "a sent issue cannot be <verb>"
+    user: bool = True  # offered to people (False: only the engine takes it)
+
+
+def _a(name: str, sources: set[IssueStatus], target: IssueStatus, verb: Any, user: bool = True) -> Action:
+    return Action(name, frozenset(sources), target, verb, user)
+
+
+ACTIONS: dict[str, Action] = {
+    a.name: a
+    for a in [
+        _a("launch", {S.DRAFT}, S.ACCEPTED, _l("launched")),
+        _a("hold", {S.DRAFT}, S.MODERATION, _l("sent to moderation"), user=False),
+        _a("schedule", {S.DRAFT}, S.SCHEDULED, _l("scheduled")),
+        _a("unschedule", {S.SCHEDULED}, S.DRAFT, _l("returned to draft")),
+        _a("send_now", {S.SCHEDULED}, S.ACCEPTED, _l("sent now")),
+        _a("approve", {S.MODERATION}, S.ACCEPTED, _l("approved")),
+        _a("reject", {S.MODERATION}, S.DRAFT, _l("rejected")),
+        _a("start", {S.ACCEPTED}, S.SENDING, _l("started"), user=False),
+        _a("pause", {S.ACCEPTED, S.SENDING}, S.PAUSED, _l("paused")),
+        _a("resume", {S.PAUSED, S.INTERRUPTED}, S.SENDING, _l("resumed")),
+        _a("send_whole", {S.SENDING, S.PAUSED}, S.SENDING, _l("released whole")),
+        _a(
+            "cancel",
+            {S.SCHEDULED, S.MODERATION, S.ACCEPTED, S.SENDING, S.PAUSED, S.INTERRUPTED},
+            S.STOPPING,
+            _l("cancelled"),
+        ),
+        _a("stopped", {S.STOPPING}, S.CANCELLED, _l("marked cancelled"), user=False),
+        _a("interrupt", {S.ACCEPTED, S.SENDING}, S.INTERRUPTED, _l("interrupted"), user=False),
+        _a("finish", {S.SENDING}, S.SENT, _l("finished"), user=False),
+    ]
+}
+
+# The dropdown beside the Report button offers these, when legal.
+CONTROL_ACTIONS = ("pause", "resume", "send_whole", "cancel")
+
+
+class IllegalTransition(Exception):
+    """The action is not allowed in the issue's current status (HTTP 409)."""
+
+    def __init__(self, action: str, status: str | None, message: str):
+        super().__init__(message)
+        self.action = action
+        self.status = status
+        self.message = message
+
+
+class IssueNotFound(Exception):
+    pass
+
+
+def allowed(action: str, status: str) -> bool:
+    return status in ACTIONS[action].sources
+
+
+def available_actions(status: str, names: tuple[str, ...] = CONTROL_ACTIONS) -> list[str]:
+    return [n for n in names if allowed(n, status)]
+
+
+def refusal(action: str, status: str) -> str:
+    """A sentence saying why `action` is refused in `status`."""
+    from flask_babel import gettext
+
+    label = str(LABELS.get(IssueStatus(status), status)).lower()
+    return gettext("a %(status)s issue cannot be %(verb)s", status=label, verb=ACTIONS[action].verb)
+
+
+def transition(
+    issue_id: int,
+    action: str,
+    *,
+    actor: Any = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+    commit: bool = True,
+) -> tuple[str, str]:
+    """Apply `action` to the issue: conditional update and journal row in one transaction.
+
+    Returns (from_status, to_status). Raises IllegalTransition when the issue is
+    not in a status the action accepts, leaving everything as it was.
+    """
+    from .extensions import db
+    from .models import Issue, JournalEvent, utcnow
+
+    act = ACTIONS[action]
+    now = utcnow()
+    issues = Issue.__table__
+    # The status we move from is read inside the same UPDATE on PostgreSQL and
+    # SQLite (RETURNING gives the new row; the old one is among `sources`).
+    old = db.session.execute(
+        sa.select(issues.c.status).where(issues.c.id == issue_id)
+    ).scalar_one_or_none()
+    if old is None:
+        db.session.rollback()
+        raise IssueNotFound(issue_id)
+    sources = [s.value for s in act.sources]
+    if old not in sources:
+        db.session.rollback()
+        raise IllegalTransition(action, old, refusal(action, old))
+    update = (
+        sa.update(issues)
+        .where(issues.c.id == issue_id, issues.c.status == old)
+        .values(status=act.target.value, updated_at=now, status_reason=reason, **(values or {}))
+    )
+    if db.session.execute(update).rowcount != 1:
+        # Someone else moved the issue between our read and our update.
+        db.session.rollback()
+        current = db.session.execute(
+            sa.select(issues.c.status).where(issues.c.id == issue_id)
+        ).scalar_one()
+        raise IllegalTransition(action, current, refusal(action, current))
+    db.session.add(
+        JournalEvent(
+            issue_id=issue_id,
+            actor_id=getattr(actor, "id", None),
+            actor_label=getattr(actor, "email", None) or (actor if isinstance(actor, str) else "system"),
+            event=action,
+            from_status=old,
+            to_status=act.target.value,
+            reason=reason,
+            details=details or {},
+            created_at=now,
+        )
+    )
+    if commit:
+        db.session.commit()
+    return old, act.target.value
+
+
+def record(issue_id: int | None, event: str, *, actor: Any = None, reason: str | None = None,
+           details: dict[str, Any] | None = None) -> None:
+    """A journal event that is not a status change (test letter, settings, ...); caller commits."""
+    from .extensions import db
+    from .models import JournalEvent
+
+    db.session.add(
+        JournalEvent(
+            issue_id=issue_id,
+            actor_id=getattr(actor, "id", None),
+            actor_label=getattr(actor, "email", None) or (actor if isinstance(actor, str) else "system"),
+            event=event,
+            reason=reason,
+            details=details or {},
+            created_at=datetime.now(UTC).replace(tzinfo=None),
+        )
+    )

@@ -1,0 +1,119 @@
+"""Blueprints, access rules shared by every route, and error pages."""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any, Callable
+
+from flask import Flask, jsonify, render_template, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+
+from ..extensions import db, login_manager
+from ..models import Role, User
+from flask_babel import lazy_gettext as _l
+
+from ..states import LABELS, IllegalTransition, IssueNotFound, IssueStatus, available_actions
+
+# Endpoints reachable without logging in.
+PUBLIC_ENDPOINTS = {"auth.login", "static", "unsubscribe.page", "unsubscribe.one_click"}
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id))
+
+
+def roles(*allowed: str) -> Callable:
+    """Refuse (403) a logged-in user whose role is not among `allowed`."""
+
+    def deco(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in allowed:
+                return forbidden()
+            return view(*args, **kwargs)
+
+        wrapper.allowed_roles = allowed  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
+
+
+ACTION_LABELS = {"pause": _l("Pause"), "resume": _l("Resume"), "send_whole": _l("Send whole"),
+                 "cancel": _l("Cancel")}
+
+EDITORS = (Role.ADMIN, Role.EDITOR)
+READERS = (Role.ADMIN, Role.EDITOR, Role.MODERATOR, Role.SUPPORT)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def error(status: int, code: str, message: str) -> Any:
+    if wants_json():
+        return jsonify(error=code, message=message), status
+    if request.headers.get("HX-Request"):
+        return render_template("_flash_error.html", message=message), status
+    return render_template("error.html", status=status, message=message), status
+
+
+def forbidden() -> Any:
+    return error(403, "forbidden", "Your role does not allow this.")
+
+
+def register(app: Flask) -> None:
+    from . import auth, outgoing, sandbox, unsubscribe
+
+    for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp):
+        app.register_blueprint(bp)
+
+    @app.before_request
+    def _require_login() -> Any:
+        if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+            return None
+        if wants_json():
+            return None  # the API authenticates by token itself
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        return None
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        from ..queries import progress
+
+        return {"STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
+                "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
+                "available_actions": available_actions, "issue_progress": progress}
+
+    @app.errorhandler(IllegalTransition)
+    def _illegal(exc: IllegalTransition) -> Any:
+        return error(409, "illegal_transition", exc.message)
+
+    @app.errorhandler(IssueNotFound)
+    def _missing(exc: IssueNotFound) -> Any:
+        return error(404, "not_found", "No such issue.")
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError) -> Any:
+        return error(400, "csrf", exc.description)
+
+    @app.errorhandler(404)
+    def _404(exc: Any) -> Any:
+        return error(404, "not_found", "Nothing here.")
+
+    @app.errorhandler(403)
+    def _403(exc: Any) -> Any:
+        return forbidden()
+
+    @app.after_request
+    def _headers(resp: Any) -> Any:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.headers.get("HX-Request"):
+            resp.headers["Vary"] = "HX-Request"
+        return resp

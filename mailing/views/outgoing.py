@@ -1,0 +1,230 @@
+"""Outgoing: the list of issues with live progress, the editor, the issue page and its actions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import DateTimeLocalField, EmailField, RadioField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Email, Length, Optional
+
+from .. import lifecycle, queries, states
+from ..extensions import db
+from ..letter import LetterError, Recipient, clean_header_value
+from ..models import ContactList, Issue, Sender
+from ..transport import RelayUnavailable, SmtpConnection
+from . import EDITORS, READERS, error, roles
+
+bp = Blueprint("outgoing", __name__)
+
+DEFAULT_BODY = (
+    "<p>Hello, {{ name }}!</p>\n<p>Here is our news.</p>\n"
+    '<p><small>Sent to {{ email }}. <a href="{{ unsubscribe_url }}">Unsubscribe</a></small></p>'
+)
+
+
+class IssueForm(FlaskForm):
+    subject = StringField("Subject", validators=[DataRequired(), Length(max=300)])
+    sender_id = SelectField("Sender", coerce=int, validators=[DataRequired()])
+    list_id = SelectField("Contact list", coerce=int, validators=[DataRequired()])
+    body_html = TextAreaField("HTML body", validators=[DataRequired(), Length(max=500_000)])
+
+    def fill_choices(self) -> None:
+        self.sender_id.choices = [(s.id, f"{s.name} <{s.email}>") for s in
+                                  db.session.scalars(sa.select(Sender).order_by(Sender.name))]
+        self.list_id.choices = [(c.id, c.name) for c in
+                                db.session.scalars(sa.select(ContactList).order_by(ContactList.name))]
+
+    def validate_subject(self, field: StringField) -> None:
+        field.data = clean_header_value(field.data or "")
+
+
+class TestForm(FlaskForm):
+    email = EmailField("Address", validators=[DataRequired(), Email(check_deliverability=False),
+                                              Length(max=254)])
+
+
+class LaunchForm(FlaskForm):
+    mode = RadioField("When", choices=[("now", "Now"), ("at", "At a date and time"),
+                                       ("postpone", "Postpone")], default="now")
+    send_at = DateTimeLocalField("Send at (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
+
+
+@bp.get("/")
+@roles(*READERS)
+def index() -> Any:
+    status = request.args.get("status") or ""
+    page = max(request.args.get("page", 1, type=int), 1)
+    if status and status not in queries.OUTGOING_FILTERS:
+        abort(404)
+    rows, has_next = queries.outgoing_page(status, page)
+    return render_template("outgoing/index.html", issues=rows, status=status, page=page,
+                           has_next=has_next, filters=queries.OUTGOING_FILTERS)
+
+
+@bp.get("/issues/<int:issue_id>/row")
+@roles(*READERS)
+def row(issue_id: int) -> Any:
+    """The polled partial: one row, from the issue's own counters (never a scan of deliveries)."""
+    issue = db.get_or_404(Issue, issue_id)
+    return render_template("outgoing/_issue_row.html", issue=issue, progress=queries.progress(issue))
+
+
+@bp.route("/issues/new", methods=["GET", "POST"])
+@roles(*EDITORS)
+def new() -> Any:
+    form = IssueForm(body_html=DEFAULT_BODY)
+    form.fill_choices()
+    if form.validate_on_submit():
+        issue = Issue(created_by_id=current_user.id)
+        form.populate_obj(issue)
+        db.session.add(issue)
+        db.session.flush()
+        states.record(issue.id, "created", actor=current_user)
+        db.session.commit()
+        return redirect(url_for("outgoing.show", issue_id=issue.id))
+    return render_template("outgoing/edit.html", form=form, issue=None), 400 if form.errors else 200
+
+
+@bp.route("/issues/<int:issue_id>/edit", methods=["GET", "POST"])
+@roles(*EDITORS)
+def edit(issue_id: int) -> Any:
+    issue = db.get_or_404(Issue, issue_id)
+    locked = queries.edit_lock_reason(issue)
+    form = IssueForm(obj=issue)
+    form.fill_choices()
+    if request.method == "POST":
+        if locked:
+            return error(409, "locked", locked)
+        if form.validate_on_submit():
+            form.populate_obj(issue)
+            states.record(issue.id, "edited", actor=current_user)
+            db.session.commit()
+            flash(_("Saved."))
+            return redirect(url_for("outgoing.show", issue_id=issue.id))
+    return render_template("outgoing/edit.html", form=form, issue=issue, locked=locked), \
+        400 if form.errors else 200
+
+
+@bp.get("/issues/<int:issue_id>")
+@roles(*READERS)
+def show(issue_id: int) -> Any:
+    issue = db.get_or_404(Issue, issue_id)
+    tab = request.args.get("tab", "details")
+    ctx: dict[str, Any] = {"issue": issue, "tab": tab, "progress": queries.progress(issue),
+                           "test_form": TestForm(), "launch_form": LaunchForm(),
+                           "locked": queries.edit_lock_reason(issue)}
+    if tab == "details":
+        ctx["journal"] = queries.issue_journal(issue.id)
+    elif tab == "responses":
+        ctx["groups"] = queries.reply_groups(issue.id)
+    elif tab == "report":
+        ctx["by_state"] = queries.delivery_states(issue.id)
+    else:
+        abort(404)
+    return render_template("outgoing/show.html", **ctx)
+
+
+@bp.get("/issues/<int:issue_id>/preview")
+@roles(*READERS)
+def preview(issue_id: int) -> Any:
+    """The letter as a sample recipient sees it, shown in a sandboxed iframe."""
+    from ..engine import build_letter
+
+    issue = db.get_or_404(Issue, issue_id)
+    try:
+        letter = build_letter(issue)
+    except LetterError as exc:
+        return error(400, "not_ready", str(exc))
+    html = letter._fill(letter.html_parts, {
+        "name": "Preview Reader", "email": "reader@example.org", "unsubscribe_url": "#unsubscribe"})
+    resp = current_app.response_class(html, mimetype="text/html")
+    resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src * data:; style-src 'unsafe-inline'"
+    return resp
+
+
+@bp.post("/issues/<int:issue_id>/test")
+@roles(*EDITORS)
+def test_letter(issue_id: int) -> Any:
+    """One letter to one address, now, through the configured relay."""
+    from ..engine import build_letter, relay_config
+    from ..unsubscribe import unsubscribe_url
+
+    issue = db.get_or_404(Issue, issue_id)
+    form = TestForm()
+    if not form.validate_on_submit():
+        return render_template("outgoing/_test_result.html", form=form, ok=False), 400
+    address = form.email.data.strip()
+    try:
+        letter = build_letter(issue)
+        mid, data = letter.build(Recipient(0, f"test-{address}", address, current_user.email,
+                                           unsubscribe_url(current_app.config["BASE_URL"],
+                                                           current_app.config["SECRET_KEY"].encode(), 0)))
+        conn = SmtpConnection(relay_config())
+        try:
+            reply = conn.send(letter.from_email, address, data)
+        finally:
+            conn.close()
+    except (LetterError, RelayUnavailable, ValueError) as exc:
+        return render_template("outgoing/_test_result.html", form=form, ok=False, message=str(exc)), 502
+    states.record(issue.id, "test_letter", actor=current_user,
+                  details={"to": address, "reply": str(reply)})
+    db.session.commit()
+    return render_template("outgoing/_test_result.html", form=form, ok=reply.kind == "ok",
+                           message=str(reply))
+
+
+@bp.post("/issues/<int:issue_id>/launch")
+@roles(*EDITORS)
+def launch(issue_id: int) -> Any:
+    issue = db.get_or_404(Issue, issue_id)
+    form = LaunchForm()
+    if not form.validate_on_submit():
+        return error(400, "invalid", "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()))
+    at: datetime | None = None
+    if form.mode.data == "at":
+        if form.send_at.data is None:
+            return error(400, "invalid", _("Give the date and time to send at."))
+        at = form.send_at.data
+    try:
+        lifecycle.launch(issue.id, current_user, at=at, postpone=form.mode.data == "postpone")
+    except lifecycle.LaunchError as exc:
+        return error(400, exc.field, exc.message)
+    return redirect(url_for("outgoing.index"))
+
+
+@bp.post("/issues/<int:issue_id>/actions/<action>")
+@roles(*EDITORS)
+def act(issue_id: int, action: str) -> Any:
+    """Pause, resume, send whole, cancel, send now: the dropdown's and the page's buttons."""
+    handlers = {"pause": lifecycle.pause, "resume": lifecycle.resume,
+                "send_whole": lifecycle.send_whole, "cancel": lifecycle.cancel,
+                "send_now": lifecycle.send_now}
+    if action not in handlers:
+        abort(404)
+    issue = db.get_or_404(Issue, issue_id)
+    try:
+        handlers[action](issue.id, current_user)
+    except lifecycle.LaunchError as exc:
+        return error(400, exc.field, exc.message)
+    db.session.expire_all()
+    issue = db.session.get(Issue, issue_id)
+    if request.headers.get("HX-Request"):
+        return render_template("outgoing/_issue_row.html", issue=issue, progress=queries.progress(issue))
+    return redirect(request.referrer or url_for("outgoing.index"))
+
+
+@bp.get("/journal")
+@roles(*READERS)
+def journal() -> Any:
+    page = max(request.args.get("page", 1, type=int), 1)
+    filters = {k: request.args.get(k) or None for k in ("issue", "actor", "event")}
+    events, has_next = queries.journal_page(page=page, **filters)
+    return render_template("outgoing/journal.html", events=events, page=page, has_next=has_next,
+                           filters=filters, event_types=queries.journal_event_types())
+
