@@ -8,7 +8,7 @@ HTMX := mailing/static/vendor/htmx.min.js
 APT_PACKAGES := redis-server chromium postgresql postfix
 export FLASK_APP := app.py
 
-.PHONY: install system-packages run worker test test-sqlite test-postgres lint typecheck bench-send clean
+.PHONY: install system-packages translations messages run worker test test-sqlite test-postgres lint typecheck clean
 
 install: system-packages $(STAMP) $(HTMX) translations
 
@@ -44,7 +44,12 @@ $(HTMX): node_modules/htmx.org/dist/htmx.min.js
 	cp $< $@
 
 translations: $(STAMP)
-	@$(BIN)/pybabel compile -q -d mailing/translations 2>/dev/null || $(BIN)/pybabel compile -d mailing/translations
+	@$(BIN)/pybabel compile -d mailing/translations >/dev/null
+
+# Refresh the catalogues after changing user-facing strings.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _l -o mailing/translations/messages.pot .
+	$(BIN)/pybabel update -i mailing/translations/messages.pot -d mailing/translations
 
 run: install
 	$(BIN)/flask stack

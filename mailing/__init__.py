@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_login import current_user
 
 from .extensions import babel, csrf, db, htmx, login_manager, migrate
 
 
 def _locale() -> str | None:
+    if not has_request_context():
+        return None
     if current_user and current_user.is_authenticated and current_user.locale:
         return current_user.locale
     return request.accept_languages.best_match(["en", "ru"]) or "en"

@@ -30,7 +30,7 @@ from flask import current_app
 from . import queueing, states
 from .extensions import db
 from .letter import Letter, LetterError, Recipient
-from .models import OPEN_STATES, Delivery, DeliveryState, Issue, Sender, utcnow
+from .models import OPEN_STATES, Delivery, Issue, Sender, utcnow
 from .models import DeliveryState as D
 from .stoplists import applicable_entries_sql, suppressed_among
 from .transport import RelayAuthFailed, RelayConfig, RelayUnavailable, Reply, SmtpConnection
@@ -426,7 +426,7 @@ class Runner:
 
     def run(self) -> str:
         """Send until done or halted; returns what happened, for the job's result."""
-        issue = db.session.get(Issue, self.issue_id)
+        issue = db.session.get(Issue, self.issue_id, populate_existing=True)
         if issue is None:
             return "no such issue"
         if issue.status != states.IssueStatus.SENDING:

@@ -29,7 +29,7 @@ class LaunchError(ValueError):
 
 
 def _issue(issue_id: int) -> Issue:
-    issue = db.session.get(Issue, issue_id)
+    issue = db.session.get(Issue, issue_id, populate_existing=True)
     if issue is None:
         raise IssueNotFound(issue_id)
     return issue
@@ -133,7 +133,7 @@ def pause(issue_id: int, actor: Any) -> str:
 
 
 def resume(issue_id: int, actor: Any) -> str:
-    transition(issue_id, "resume", actor=actor, values={"status_reason": None})
+    transition(issue_id, "resume", actor=actor)
     queueing.clear_halt(issue_id)
     _spawn(issue_id)
     return S.SENDING

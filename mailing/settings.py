@@ -15,7 +15,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 def get(key: str) -> Any:
-    row = db.session.get(Setting, key)
+    row = db.session.get(Setting, key, populate_existing=True)
     return DEFAULTS[key] if row is None else row.value
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -122,7 +121,7 @@ class SmtpConnection:
         except smtplib.SMTPServerDisconnected as exc:
             self.smtp = None
             raise RelayUnavailable(f"connection lost: {exc}") from exc
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             self.smtp.close()
             self.smtp = None
             return Reply(451, "4.4.2", f"timeout talking to the relay: {exc}")

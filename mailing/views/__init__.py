@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 from flask import Flask, jsonify, render_template, request
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
 from ..extensions import db, login_manager
 from ..models import Role, User
-from flask_babel import lazy_gettext as _l
-
 from ..states import LABELS, IllegalTransition, IssueNotFound, IssueStatus, available_actions
 
 # Endpoints reachable without logging in.
@@ -21,7 +21,7 @@ PUBLIC_ENDPOINTS = {"auth.login", "static", "unsubscribe.page", "unsubscribe.one
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+    return db.session.get(User, int(user_id), populate_existing=True)
 
 
 def roles(*allowed: str) -> Callable:

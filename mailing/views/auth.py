@@ -10,7 +10,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField
+from wtforms import EmailField, PasswordField, SelectChoice, SelectField
 from wtforms.validators import DataRequired, Length
 
 from ..extensions import db
@@ -25,7 +25,8 @@ class LoginForm(FlaskForm):
 
 
 class ProfileForm(FlaskForm):
-    locale = SelectField("Language", choices=[("", "Browser default"), ("en", "English"), ("ru", "Русский")])
+    locale = SelectField("Language", choices=[SelectChoice("", "Browser default"), SelectChoice("en", "English"),
+                                           SelectChoice("ru", "Русский")])
 
 
 def _safe_next(target: str | None) -> str:

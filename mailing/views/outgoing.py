@@ -10,7 +10,15 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, EmailField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import (
+    DateTimeLocalField,
+    EmailField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Email, Length, Optional
 
 from .. import lifecycle, queries, states
@@ -35,9 +43,9 @@ class IssueForm(FlaskForm):
     body_html = TextAreaField("HTML body", validators=[DataRequired(), Length(max=500_000)])
 
     def fill_choices(self) -> None:
-        self.sender_id.choices = [(s.id, f"{s.name} <{s.email}>") for s in
+        self.sender_id.choices = [SelectChoice(s.id, f"{s.name} <{s.email}>") for s in
                                   db.session.scalars(sa.select(Sender).order_by(Sender.name))]
-        self.list_id.choices = [(c.id, c.name) for c in
+        self.list_id.choices = [SelectChoice(c.id, c.name) for c in
                                 db.session.scalars(sa.select(ContactList).order_by(ContactList.name))]
 
     def validate_subject(self, field: StringField) -> None:
@@ -50,8 +58,8 @@ class TestForm(FlaskForm):
 
 
 class LaunchForm(FlaskForm):
-    mode = RadioField("When", choices=[("now", "Now"), ("at", "At a date and time"),
-                                       ("postpone", "Postpone")], default="now")
+    mode = RadioField("When", choices=[SelectChoice("now", "Now"), SelectChoice("at", "At a date and time"),
+                                       SelectChoice("postpone", "Postpone")], default="now")
     send_at = DateTimeLocalField("Send at (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
 
 
