@@ -265,14 +265,15 @@ def ctx(app):
 
 @pytest.fixture
 def client(app):
-    from flask import g
+    from flask import g, has_app_context
     from flask.testing import FlaskClient
 
     class Client(FlaskClient):
         """Each request loads its user afresh, as it would in its own app context."""
 
         def open(self, *args, **kwargs):
-            g.__dict__.clear()  # user and locale are cached per context
+            if has_app_context():
+                g.__dict__.clear()  # user and locale are cached per context
             return super().open(*args, **kwargs)
 
     app.test_client_class = Client
