@@ -44,6 +44,9 @@ def tick() -> dict[str, int]:
                            sa.and_(Delivery.state == DeliveryState.SENDING, Delivery.lease_until < now),
                            sa.and_(Delivery.state == DeliveryState.DEFERRED,
                                    Delivery.next_attempt_at <= now))))
+            issue = db.session.get(Issue, issue_id, populate_existing=True)
+            if due and engine.portion(issue).left == 0:
+                due = 0  # a spread issue between portions: nothing to start yet
             db.session.commit()
             if due:
                 queueing.enqueue("jobs.sending.send_issue", issue_id)
@@ -51,6 +54,7 @@ def tick() -> dict[str, int]:
                 r.zadd(queueing.runners_key(issue_id), {"maintenance": time.time() + 30})
                 done["respawned"] += 1
             elif not engine.open_counts(issue_id):
+                db.session.commit()
                 lifecycle.finish(issue_id)
         for issue_id in db.session.execute(
                 sa.select(Issue.id).where(Issue.status == S.STOPPING)).scalars().all():

@@ -282,6 +282,41 @@ def expire_stale_sending(issue_id: int) -> int:
     return n
 
 
+@dataclass
+class Portion:
+    left: int | None  # recipients the spread allows now; None when not spread
+    next_at: datetime | None  # when the next portion is released
+
+
+def next_portion_time(issue: Issue) -> datetime | None:
+    """When the next portion of a spread issue leaves (no query: the row polls this)."""
+    from . import clock
+
+    if issue.released or not issue.spread_size or not issue.spread_interval or not issue.started_at:
+        return None
+    elapsed = max((clock.now() - issue.started_at).total_seconds(), 0.0)
+    return issue.started_at + timedelta(seconds=(int(elapsed // issue.spread_interval) + 1)
+                                        * issue.spread_interval)
+
+
+def portion(issue: Issue) -> Portion:
+    """Spread over time: `spread_size` recipients every `spread_interval` seconds from
+    the start. The clock runs through a pause, so Resume releases what accumulated;
+    Send whole (`released`) lifts the limit."""
+    from . import clock
+
+    if issue.released or not issue.spread_size or not issue.spread_interval or not issue.started_at:
+        return Portion(None, None)
+    elapsed = max((clock.now() - issue.started_at).total_seconds(), 0.0)
+    portions = int(elapsed // issue.spread_interval) + 1
+    pending = db.session.scalar(
+        sa.select(sa.func.count()).select_from(deliveries)
+        .where(deliveries.c.issue_id == issue.id, deliveries.c.state == D.PENDING))
+    handed = issue.total - (pending or 0) - int((issue.settings or {}).get("suppressed_at_launch", 0))
+    next_at = issue.started_at + timedelta(seconds=portions * issue.spread_interval)
+    return Portion(max(portions * issue.spread_size - handed, 0), next_at)
+
+
 def build_letter(issue: Issue) -> Letter:
     sender = db.session.get(Sender, issue.sender_id) if issue.sender_id else None
     if sender is None:
@@ -439,6 +474,7 @@ class Runner:
             self._interrupt(str(exc))
             return "interrupted"
         sender_id = issue.sender_id
+        spread = bool(issue.spread_size and issue.spread_interval)
         db.session.commit()
         self._heartbeat()
         threads = [threading.Thread(target=self._thread, args=(letter, relay, sender_email),
@@ -455,7 +491,17 @@ class Runner:
                 if self._status() != states.IssueStatus.SENDING:
                     outcome = "halted"
                     break
-                rows = claim(self.issue_id, self.owner, self.chunk, self.lease)
+                limit = self.chunk
+                if spread:
+                    issue = db.session.get(Issue, self.issue_id, populate_existing=True)
+                    allowed = portion(issue)
+                    db.session.commit()
+                    if allowed.left is not None:
+                        if allowed.left <= 0:
+                            outcome, self.next_portion_at = "waiting", allowed.next_at
+                            break
+                        limit = min(limit, allowed.left)
+                rows = claim(self.issue_id, self.owner, limit, self.lease)
                 if not rows:
                     break
                 blocked = suppressed_among([r.email for r in rows], sender_id)
@@ -503,6 +549,7 @@ class Runner:
         return self._conclude(outcome)
 
     _last_flush = 0.0
+    next_portion_at: datetime | None = None
 
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._last_flush >= 0.25:
@@ -523,6 +570,9 @@ class Runner:
             return "stopped"
         if outcome == "halted" or status != states.IssueStatus.SENDING:
             return "halted"
+        if outcome == "waiting" and self.next_portion_at is not None:
+            queueing.enqueue("jobs.sending.send_issue", self.issue_id, at=self.next_portion_at)
+            return "waiting for the next portion"
         waiting = open_counts(self.issue_id)
         db.session.commit()
         if not waiting:

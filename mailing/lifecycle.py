@@ -75,11 +75,20 @@ def _accept(issue: Issue, action: str, actor: Any, delay: float | None = None,
         delay = float(settings.get("launch_delay_seconds"))
     now = utcnow()
     start_at = now + timedelta(seconds=delay)
-    frozen = {"launch_delay_seconds": delay, "send_concurrency": current_app.config["SEND_CONCURRENCY"],
-              "spread_size": issue.spread_size, "spread_interval": issue.spread_interval}
     counts = engine.materialise(issue)
+    size, interval = issue.spread_size, issue.spread_interval
+    if issue.spread_hours:
+        # Evenly over H hours: one portion a minute (or the interval given), sized to fit.
+        interval = interval or 60
+        portions = max(int(issue.spread_hours * 3600 // interval), 1)
+        size = max(-(-(counts["total"] - counts["suppressed"]) // portions), 1)
+    frozen = {"launch_delay_seconds": delay, "send_concurrency": current_app.config["SEND_CONCURRENCY"],
+              "send_jobs": current_app.config["SEND_JOBS"], "spread_size": size,
+              "spread_interval": interval, "spread_hours": issue.spread_hours,
+              "audience": counts["total"], "suppressed_at_launch": counts["suppressed"]}
     transition(issue.id, action, actor=actor, details=counts,
                values={"send_at": start_at, "launched_at": now, "settings": frozen,
+                       "spread_size": size, "spread_interval": interval, "released": False,
                        "launched_by_id": getattr(actor, "id", None)})
     queueing.clear_halt(issue.id)
     if enqueue:

@@ -137,6 +137,7 @@ class Issue(db.Model):
     # Spread over time: `spread_size` recipients every `spread_interval` seconds.
     spread_size: so.Mapped[int | None]
     spread_interval: so.Mapped[int | None]
+    spread_hours: so.Mapped[float | None]  # or: evenly over this many hours (size set at launch)
     released: so.Mapped[bool] = so.mapped_column(default=False)  # "send whole" ignores the spread
     settings: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)  # in force at launch
     # Progress counters, moved by the sending engine in the same transaction as the

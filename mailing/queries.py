@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from . import queueing, settings
+from .engine import next_portion_time
 from .extensions import db
 from .models import Delivery, Issue, JournalEvent, utcnow
 from .states import FINAL, IssueStatus
@@ -49,6 +50,7 @@ class Progress:
     eta_seconds: int | None
     countdown: int | None  # seconds until an accepted issue starts
     live: bool
+    next_portion_at: datetime | None = None
 
 
 def progress(issue: Issue) -> Progress:
@@ -64,6 +66,7 @@ def progress(issue: Issue) -> Progress:
         failed=issue.bounced_count + issue.failed_count, suppressed=issue.suppressed_count,
         stopped=issue.stopped_count, remaining=remaining, rate=round(r, 1), eta_seconds=eta,
         countdown=countdown, live=issue.status in (S.ACCEPTED, S.SENDING, S.STOPPING),
+        next_portion_at=next_portion_time(issue) if issue.status in (S.SENDING, S.PAUSED) else None,
     )
 
 

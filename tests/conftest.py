@@ -268,13 +268,21 @@ def client(app):
     from flask import g, has_app_context
     from flask.testing import FlaskClient
 
+    from mailing.extensions import db
+
     class Client(FlaskClient):
         """Each request loads its user afresh, as it would in its own app context."""
 
         def open(self, *args, **kwargs):
             if has_app_context():
                 g.__dict__.clear()  # user and locale are cached per context
-            return super().open(*args, **kwargs)
+            try:
+                return super().open(*args, **kwargs)
+            finally:
+                if has_app_context():
+                    # As at the end of a real request: no transaction stays open
+                    # (on SQLite it would hold the write lock).
+                    db.session.remove()
 
     app.test_client_class = Client
     return app.test_client()
@@ -433,3 +441,29 @@ def journal_of(issue_id: int) -> list:
                               .order_by(JournalEvent.id)).all()
     db.session.commit()
     return rows
+
+
+@pytest.fixture
+def api_client(client, make_user):
+    """A test client that speaks to /api/v1/ with a fresh token of the given role."""
+    from mailing.extensions import db
+    from mailing.models import ApiToken
+    from mailing.views.api import token_hash
+
+    def make(role: str = "editor"):
+        user, _pw = make_user(role)
+        token = f"obx_test_{role}_{next(_counter)}"
+        db.session.add(ApiToken(user_id=user.id, name="test", token_hash=token_hash(token)))
+        db.session.commit()
+        headers = {"Authorization": f"Bearer {token}"}
+
+        class Api:
+            def get(self, path, **kw):
+                return client.get("/api/v1" + path, headers=headers, **kw)
+
+            def post(self, path, **kw):
+                return client.post("/api/v1" + path, headers=headers, **kw)
+
+        return Api()
+
+    return make

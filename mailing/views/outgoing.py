@@ -12,14 +12,17 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import (
     DateTimeLocalField,
+    DecimalField,
     EmailField,
+    IntegerField,
     RadioField,
     SelectChoice,
     SelectField,
     StringField,
     TextAreaField,
+    ValidationError,
 )
-from wtforms.validators import DataRequired, Email, Length, Optional
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
 from .. import lifecycle, queries, states
 from ..extensions import db
@@ -41,6 +44,43 @@ class IssueForm(FlaskForm):
     sender_id = SelectField("Sender", coerce=int, validators=[DataRequired()])
     list_id = SelectField("Contact list", coerce=int, validators=[DataRequired()])
     body_html = TextAreaField("HTML body", validators=[DataRequired(), Length(max=500_000)])
+    spread = RadioField("Spread over time", default="none", choices=[
+        SelectChoice("none", "Send all at once"),
+        SelectChoice("portions", "Portions: N recipients every M minutes"),
+        SelectChoice("hours", "Evenly over H hours")])
+    portion_size = IntegerField("N recipients", validators=[Optional(), NumberRange(min=1, max=10_000_000)])
+    portion_minutes = DecimalField("every M minutes", places=2,
+                                   validators=[Optional(), NumberRange(min=0.01, max=10_080)])
+    spread_hours = DecimalField("over H hours", places=2, validators=[Optional(), NumberRange(min=0.01, max=720)])
+
+    def validate_portion_size(self, field: IntegerField) -> None:
+        if self.spread.data == "portions" and not field.data:
+            raise ValidationError(_("Give the number of recipients per portion."))
+
+    def validate_portion_minutes(self, field: DecimalField) -> None:
+        if self.spread.data == "portions" and not field.data:
+            raise ValidationError(_("Give the minutes between portions."))
+
+    def validate_spread_hours(self, field: DecimalField) -> None:
+        if self.spread.data == "hours" and not field.data:
+            raise ValidationError(_("Give the hours to spread over."))
+
+    def load(self, issue: Issue) -> None:
+        """Fill the spread fields from the issue (the form speaks minutes, the issue seconds)."""
+        if issue.spread_hours:
+            self.spread.data, self.spread_hours.data = "hours", issue.spread_hours
+        elif issue.spread_size and issue.spread_interval:
+            self.spread.data = "portions"
+            self.portion_size.data = issue.spread_size
+            self.portion_minutes.data = round(issue.spread_interval / 60, 2)
+
+    def save(self, issue: Issue) -> None:
+        issue.subject, issue.body_html = self.subject.data, self.body_html.data
+        issue.sender_id, issue.list_id = self.sender_id.data, self.list_id.data
+        mode = self.spread.data
+        issue.spread_size = self.portion_size.data if mode == "portions" else None
+        issue.spread_interval = int(float(self.portion_minutes.data) * 60) if mode == "portions" else None
+        issue.spread_hours = float(self.spread_hours.data) if mode == "hours" else None
 
     def fill_choices(self) -> None:
         self.sender_id.choices = [SelectChoice(s.id, f"{s.name} <{s.email}>") for s in
@@ -90,7 +130,7 @@ def new() -> Any:
     form.fill_choices()
     if form.validate_on_submit():
         issue = Issue(created_by_id=current_user.id)
-        form.populate_obj(issue)
+        form.save(issue)
         db.session.add(issue)
         db.session.flush()
         states.record(issue.id, "created", actor=current_user)
@@ -106,11 +146,13 @@ def edit(issue_id: int) -> Any:
     locked = queries.edit_lock_reason(issue)
     form = IssueForm(obj=issue)
     form.fill_choices()
+    if request.method == "GET":
+        form.load(issue)
     if request.method == "POST":
         if locked:
             return error(409, "locked", locked)
         if form.validate_on_submit():
-            form.populate_obj(issue)
+            form.save(issue)
             states.record(issue.id, "edited", actor=current_user)
             db.session.commit()
             flash(_("Saved."))

@@ -1,0 +1,201 @@
+"""JSON API under /api/v1/, authenticated by personal API tokens (Bearer), never by cookies,
+so it needs no CSRF token. Errors are {"error": ..., "message": ...} with 400/401/403/404/409."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, g, jsonify, request, url_for
+
+from .. import lifecycle, queries
+from ..extensions import csrf, db
+from ..models import ApiToken, Issue, utcnow
+from ..states import IllegalTransition, IssueNotFound, available_actions
+from . import EDITORS, READERS
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def fail(status: int, code: str, message: str) -> Any:
+    return jsonify(error=code, message=message), status
+
+
+def api(*roles: str):
+    """Authenticate the Bearer token and check the user's role."""
+
+    def deco(view):
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            header = request.headers.get("Authorization", "")
+            if not header.startswith("Bearer "):
+                return fail(401, "unauthorized", "Send an API token: Authorization: Bearer <token>.")
+            token = db.session.scalar(sa.select(ApiToken).where(
+                ApiToken.token_hash == token_hash(header[7:].strip()), ApiToken.revoked_at.is_(None)))
+            if token is None:
+                return fail(401, "unauthorized", "The API token is unknown or revoked.")
+            if token.user.role not in roles:
+                return fail(403, "forbidden", f"The role {token.user.role} may not do this.")
+            token.last_used_at = utcnow()
+            db.session.commit()
+            g.api_user = token.user
+            try:
+                return view(*args, **kwargs)
+            except IllegalTransition as exc:
+                return fail(409, "illegal_transition", exc.message)
+            except IssueNotFound:
+                return fail(404, "not_found", "No such issue.")
+            except lifecycle.LaunchError as exc:
+                return fail(400, exc.field, exc.message)
+
+        wrapper.allowed_roles = roles  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
+
+
+def issue_json(issue: Issue) -> dict[str, Any]:
+    p = queries.progress(issue)
+    return {
+        "id": issue.id, "subject": issue.subject, "status": issue.status,
+        "status_reason": issue.status_reason, "sender_id": issue.sender_id, "list_id": issue.list_id,
+        "send_at": issue.send_at.isoformat() + "Z" if issue.send_at else None,
+        "started_at": issue.started_at.isoformat() + "Z" if issue.started_at else None,
+        "finished_at": issue.finished_at.isoformat() + "Z" if issue.finished_at else None,
+        "progress": {"total": issue.total, "sent": p.sent, "failed": p.failed,
+                     "suppressed": p.suppressed, "stopped": p.stopped, "remaining": p.remaining,
+                     "percent": p.percent, "rate_per_s": p.rate, "eta_s": p.eta_seconds},
+        "spread": {"size": issue.spread_size, "interval_s": issue.spread_interval,
+                   "released": issue.released,
+                   "next_portion_at": p.next_portion_at.isoformat() + "Z" if p.next_portion_at else None},
+        "actions": available_actions(issue.status),
+        "last_reply": issue.last_reply,
+    }
+
+
+def _issue(issue_id: int) -> Issue:
+    issue = db.session.get(Issue, issue_id, populate_existing=True)
+    if issue is None:
+        raise IssueNotFound(issue_id)
+    return issue
+
+
+@bp.get("/issues")
+@api(*READERS)
+def list_issues() -> Any:
+    status = request.args.get("status", "")
+    if status not in queries.OUTGOING_FILTERS:
+        return fail(400, "status", f"Unknown status filter {status!r}.")
+    page = request.args.get("page", 1, type=int)
+    if page < 1:
+        return fail(400, "page", "page starts at 1.")
+    rows, has_next = queries.outgoing_page(status, page)
+    return jsonify(issues=[issue_json(i) for i in rows], page=page, has_next=has_next)
+
+
+@bp.get("/issues/<int:issue_id>")
+@api(*READERS)
+def get_issue(issue_id: int) -> Any:
+    return jsonify(issue_json(_issue(issue_id)))
+
+
+@bp.post("/issues/<int:issue_id>/launch")
+@api(*EDITORS)
+def launch(issue_id: int) -> Any:
+    body = request.get_json(silent=True)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        return fail(400, "body", "The body must be a JSON object.")
+    mode = body.get("mode", "now")
+    if mode not in ("now", "at", "postpone"):
+        return fail(400, "mode", "mode is one of now, at, postpone.")
+    at = None
+    if mode == "at":
+        try:
+            at = datetime.fromisoformat(str(body.get("send_at", "")).replace("Z", "+00:00"))
+        except ValueError:
+            return fail(400, "send_at", "send_at must be an ISO 8601 date and time (UTC).")
+        if at.tzinfo is not None:
+            at = at.astimezone(UTC).replace(tzinfo=None)
+    _issue(issue_id)
+    lifecycle.launch(issue_id, g.api_user, at=at, postpone=mode == "postpone")
+    return jsonify(issue_json(_issue(issue_id))), 202
+
+
+ACTIONS = {"pause": lifecycle.pause, "resume": lifecycle.resume, "send-whole": lifecycle.send_whole,
+           "cancel": lifecycle.cancel, "send-now": lifecycle.send_now}
+
+
+@bp.post("/issues/<int:issue_id>/<action>")
+@api(*EDITORS)
+def act(issue_id: int, action: str) -> Any:
+    if action not in ACTIONS:
+        return fail(404, "not_found", f"Unknown action {action!r}.")
+    _issue(issue_id)
+    ACTIONS[action](issue_id, g.api_user)
+    return jsonify(issue_json(_issue(issue_id)))
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    """The API described in OpenAPI 3 (public: it holds no data)."""
+    err = {"$ref": "#/components/responses/Error"}
+    issue_ref = {"description": "The issue", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Issue"}}}}
+    id_param = {"name": "issue_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+    def action(summary: str) -> dict[str, Any]:
+        return {"post": {"summary": summary, "parameters": [id_param],
+                         "responses": {"200": issue_ref, "401": err, "403": err, "404": err, "409": err}}}
+
+    spec = {
+        "openapi": "3.0.3",
+        "info": {"title": "Outbox API", "version": "1"},
+        "servers": [{"url": url_for("api.list_issues", _external=True).rsplit("/issues", 1)[0]}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "A personal API token from your profile page"}},
+            "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["error", "message"],
+                "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}}}},
+            "schemas": {"Issue": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "subject": {"type": "string"},
+                "status": {"type": "string", "enum": ["draft", "scheduled", "moderation", "accepted", "sending",
+                                                      "paused", "stopping", "cancelled", "interrupted", "sent"]},
+                "status_reason": {"type": "string", "nullable": True},
+                "progress": {"type": "object", "properties": {k: {"type": "number", "nullable": True} for k in (
+                    "total", "sent", "failed", "suppressed", "stopped", "remaining", "percent",
+                    "rate_per_s", "eta_s")}},
+                "actions": {"type": "array", "items": {"type": "string"}}}}},
+        },
+        "paths": {
+            "/issues": {"get": {"summary": "List issues", "parameters": [
+                {"name": "status", "in": "query", "schema": {"type": "string"}},
+                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
+                "responses": {"200": {"description": "A page of issues"}, "400": err, "401": err}}},
+            "/issues/{issue_id}": {"get": {"summary": "One issue with its progress", "parameters": [id_param],
+                                           "responses": {"200": issue_ref, "401": err, "404": err}}},
+            "/issues/{issue_id}/launch": {"post": {
+                "summary": "Launch now, at a time, or postpone", "parameters": [id_param],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "mode": {"type": "string", "enum": ["now", "at", "postpone"]},
+                    "send_at": {"type": "string", "format": "date-time"}}}}}},
+                "responses": {"202": issue_ref, "400": err, "401": err, "403": err, "404": err, "409": err}}},
+            "/issues/{issue_id}/pause": action("Pause: no new message starts"),
+            "/issues/{issue_id}/resume": action("Resume a paused or interrupted issue"),
+            "/issues/{issue_id}/send-whole": action("Release the whole remaining run at once"),
+            "/issues/{issue_id}/cancel": action("Cancel for good; the rest get stopped_manually"),
+            "/issues/{issue_id}/send-now": action("Send a scheduled issue now"),
+        },
+    }
+    return jsonify(spec)
+
