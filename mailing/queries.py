@@ -134,3 +134,31 @@ def reply_groups(issue_id: int) -> list[ReplyGroup]:
         .order_by(sa.func.count().desc())
     ).all()
     return [ReplyGroup(*r) for r in rows]
+
+
+def reply_recipients(issue_id: int, *, code: int | None = None, enhanced: str | None = None,
+                     q: str | None = None, page: int = 1, per_page: int = 100) -> tuple[list, bool]:
+    """The recipients of one reply group, or those whose address contains `q`."""
+    d = Delivery.__table__
+    stmt = sa.select(d.c.email, d.c.name, d.c.state, d.c.reply_code, d.c.reply_enhanced, d.c.reply_text,
+                     d.c.reason, d.c.updated_at).where(d.c.issue_id == issue_id)
+    if code is not None:
+        stmt = stmt.where(d.c.reply_code == code)
+        stmt = stmt.where(d.c.reply_enhanced == enhanced if enhanced else d.c.reply_enhanced.is_(None))
+    if q:
+        stmt = stmt.where(d.c.email.contains(q.strip().lower(), autoescape=True))
+    rows = db.session.execute(stmt.order_by(d.c.id).offset((page - 1) * per_page).limit(per_page + 1)).all()
+    return rows[:per_page], len(rows) > per_page
+
+
+def sent_per_minute(issue_id: int) -> list[tuple[str, int]]:
+    """Letters accepted by the relay per minute, for the Report tab's chart."""
+    d = Delivery.__table__
+    if db.engine.dialect.name == "postgresql":
+        minute = sa.func.to_char(sa.func.date_trunc("minute", d.c.sent_at), "YYYY-MM-DD HH24:MI")
+    else:
+        minute = sa.func.strftime("%Y-%m-%d %H:%M", d.c.sent_at)
+    rows = db.session.execute(
+        sa.select(minute.label("m"), sa.func.count()).where(d.c.issue_id == issue_id, d.c.sent_at.is_not(None))
+        .group_by("m").order_by("m")).all()
+    return [(m, n) for m, n in rows]

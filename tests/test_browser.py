@@ -38,3 +38,60 @@ def test_launch_and_watch_progress_reach_sent(ctx, make_user, make_issue, smtp, 
     assert "sent 300" in row.locator(".counts").inner_text()
     screenshot(page, "outgoing-sent")
     assert {d.state for d in deliveries_of(issue_id)} == {"sent"}
+
+
+def test_dropdown_pause_then_resume_to_sent(ctx, make_user, make_issue, smtp, workers, browser, web):  # noqa: F811
+    issue_id = make_issue(400, subject="Pausable news")
+    user, pw = make_user("editor")
+    smtp.handler.delay = 0.03
+    workers.start(1)
+    from mailing import lifecycle
+
+    lifecycle.launch(issue_id, user)
+    page = browser.new_page()
+    log_in(page, web, user.email, pw)
+    row = page.locator(f"#issue-{issue_id}")
+    page.wait_for_selector(f"#issue-{issue_id}[data-status=sending]", timeout=30000)
+    row.locator("summary").click()
+    row.locator("button.action-pause").click()
+    page.wait_for_selector(f"#issue-{issue_id}[data-status=paused]", timeout=10000)
+    badge = row.locator(".badge").inner_text().strip()
+    assert badge.startswith("Paused ") and badge.endswith("%"), badge
+    assert 0 < int(badge.split()[1].rstrip("%")) < 100
+    screenshot(page, "outgoing-paused")
+    row.locator("summary").click()
+    assert row.locator("button.action-pause").count() == 0, "only legal actions are offered"
+    row.locator("button.action-resume").click()
+    page.wait_for_selector(f"#issue-{issue_id}[data-status=sent]", timeout=90000)
+    assert row.locator(".badge").inner_text().strip() == "Sent"
+    assert len(smtp.handler.counts()) == 400 and set(smtp.handler.counts().values()) == {1}
+
+
+def test_cancel_asks_for_confirmation(ctx, make_user, make_issue, smtp, workers, browser, web):  # noqa: F811
+    issue_id = make_issue(300)
+    user, pw = make_user("editor")
+    smtp.handler.delay = 0.03
+    workers.start(1)
+    from mailing import lifecycle
+
+    lifecycle.launch(issue_id, user)
+    page = browser.new_page()
+    log_in(page, web, user.email, pw)
+    row = page.locator(f"#issue-{issue_id}")
+    page.wait_for_selector(f"#issue-{issue_id}[data-status=sending]", timeout=30000)
+    dialogs = []
+
+    def answer(dialog):
+        dialogs.append(dialog.message)
+        dialog.dismiss() if len(dialogs) == 1 else dialog.accept()
+
+    page.on("dialog", answer)
+    row.locator("summary").click()
+    row.locator("button.action-cancel").click()
+    page.wait_for_timeout(500)
+    assert row.get_attribute("data-status") == "sending", "dismissing the confirmation changes nothing"
+    if row.locator("details").get_attribute("open") is None:
+        row.locator("summary").click()
+    row.locator("button.action-cancel").click()
+    page.wait_for_selector(f"#issue-{issue_id}[data-status=cancelled]", timeout=30000)
+    assert len(dialogs) == 2 and "cannot be resumed" in dialogs[0]

@@ -173,8 +173,16 @@ def show(issue_id: int) -> Any:
         ctx["journal"] = queries.issue_journal(issue.id)
     elif tab == "responses":
         ctx["groups"] = queries.reply_groups(issue.id)
+        code = request.args.get("code", type=int)
+        q = (request.args.get("q") or "").strip()[:254]
+        page = max(request.args.get("page", 1, type=int), 1)
+        if code is not None or q:
+            ctx["recipients"], ctx["has_next"] = queries.reply_recipients(
+                issue.id, code=code, enhanced=request.args.get("enhanced") or None, q=q, page=page)
+        ctx.update(code=code, enhanced=request.args.get("enhanced") or "", q=q, page=page)
     elif tab == "report":
         ctx["by_state"] = queries.delivery_states(issue.id)
+        ctx["per_minute"] = queries.sent_per_minute(issue.id)
     else:
         abort(404)
     return render_template("outgoing/show.html", **ctx)
