@@ -368,6 +368,9 @@ class Runner:
         self.halt_key = queueing.halt_key(issue_id)
         self.shared = _Shared()
         self.work: queuelib.Queue[Claimed | None] = queuelib.Queue()
+        self.rate_limit = 0
+        self.relay_key = ""
+        self._rate_read = 0.0
 
     # A thread's life: one SMTP connection, one message at a time, the halt key
     # read before each message starts.
@@ -379,6 +382,8 @@ class Runner:
                 item = self.work.get()
                 if item is None:
                     return
+                if self.rate_limit:
+                    self._take_token()
                 if sh.halted.is_set() or self.redis.exists(self.halt_key):
                     sh.halted.set()
                     with sh.lock:
@@ -387,6 +392,20 @@ class Runner:
                 self._send_one(conn, letter, sender_email, item)
         finally:
             conn.close()
+
+    def _take_token(self) -> None:
+        """The relay's messages-per-second cap, shared by every runner through Redis
+        (a fixed one-second window); re-read by the runner while it sends."""
+        while self.rate_limit and not self.shared.halted.is_set():
+            second = int(time.time())
+            key = f"outbox:relay:{self.relay_key}:second:{second}"
+            pipe = self.redis.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, 3)
+            taken = pipe.execute()[0]
+            if taken <= self.rate_limit:
+                return
+            time.sleep(max(second + 1 - time.time(), 0.001))
 
     def _send_one(self, conn: SmtpConnection, letter: Letter, sender_email: str, item: Claimed) -> None:
         sh = self.shared
@@ -475,6 +494,8 @@ class Runner:
             return "interrupted"
         sender_id = issue.sender_id
         spread = bool(issue.spread_size and issue.spread_interval)
+        self.relay_key = f"{relay.host}:{relay.port}"
+        self._read_rate()
         db.session.commit()
         self._heartbeat()
         threads = [threading.Thread(target=self._thread, args=(letter, relay, sender_email),
@@ -491,7 +512,11 @@ class Runner:
                 if self._status() != states.IssueStatus.SENDING:
                     outcome = "halted"
                     break
+                if time.monotonic() - self._rate_read > 1.0:
+                    self._read_rate()
                 limit = self.chunk
+                if self.rate_limit:
+                    limit = min(limit, max(int(self.rate_limit * 2), 1))  # short leases under a cap
                 if spread:
                     issue = db.session.get(Issue, self.issue_id, populate_existing=True)
                     allowed = portion(issue)
@@ -517,6 +542,8 @@ class Runner:
                 while self.work.qsize() > self.concurrency and not self.shared.halted.is_set():
                     time.sleep(0.02)
                     self._flush_if_due()
+                    if time.monotonic() - self._rate_read > 1.0:
+                        self._read_rate()
                     if time.monotonic() - last_renew > self.lease / 3:
                         renew_leases(self.issue_id, self.owner, self.lease)
                         self._heartbeat()
@@ -550,6 +577,13 @@ class Runner:
 
     _last_flush = 0.0
     next_portion_at: datetime | None = None
+
+    def _read_rate(self) -> None:
+        from . import settings
+
+        self.rate_limit = int(settings.get("relay_rate_per_second") or 0)
+        db.session.commit()
+        self._rate_read = time.monotonic()
 
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._last_flush >= 0.25:

@@ -70,7 +70,7 @@ def test_job_journal_filters_and_pages(ctx, client, login, make_issue, make_user
 
     a, b = make_issue(1), make_issue(1)
     editor, _ = make_user("editor")
-    for i in range(60):
+    for _i in range(60):
         states.record(a, "edited", actor=editor)
     states.record(b, "test_letter", actor="someone@else")
     db.session.commit()
