@@ -1,7 +1,357 @@
-"""`flask bench …`: benchmarks that build their own throw-away data and print one JSON object."""
+"""`flask bench …`: benchmarks that build their own throw-away database, Redis, SMTP sink
+and workers, clean up, and print one JSON object as their last line."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+import sqlalchemy as sa
 from flask.cli import AppGroup
 
 bench = AppGroup("bench", help="Benchmarks; each prints one JSON object as its last line.")
+ROOT = Path(__file__).resolve().parent.parent
+
+BODY = (
+    "<html><body><h1>Hello, {{ name }}!</h1>"
+    + "<p>This month at Outbox: faster sending, a pause that really stops, and a resume that "
+      "never repeats anyone. Read on for the details of every change we made for you.</p>" * 14
+    + '<p>Sent to {{ email }}. <a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>'
+)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sink_binary() -> str | None:
+    return shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
+
+
+class Sink:
+    """postfix's smtp-sink (counts only) or an aiosmtpd sink (counts per recipient)."""
+
+    def __init__(self, kind: str):
+        self.port = _free_port()
+        self.kind = kind
+        self.per_rcpt: Counter[str] = Counter()
+        self.times: list[float] = []
+        self._count = 0
+        self._lock = threading.Lock()
+        if kind == "smtp-sink":
+            binary = _sink_binary()
+            if binary is None:
+                raise click.ClickException("smtp-sink is not installed (apt-get install postfix)")
+            user = ["-u", "nobody"] if os.geteuid() == 0 else []
+            self.proc = subprocess.Popen([binary, "-c", *user, f"127.0.0.1:{self.port}", "1024"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            threading.Thread(target=self._read_counts, daemon=True).start()
+        else:
+            from aiosmtpd.controller import Controller
+
+            sink = self
+
+            class Handler:
+                async def handle_DATA(self, server, session, envelope):  # noqa: N802
+                    now = time.time()
+                    with sink._lock:
+                        for r in envelope.rcpt_tos:
+                            sink.per_rcpt[r] += 1
+                            sink.times.append(now)
+                    return "250 2.0.0 Ok"
+
+            self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, decode_data=False)
+            self.controller.start()
+        time.sleep(0.3)
+
+    def _read_counts(self) -> None:
+        buf = b""
+        assert self.proc.stdout is not None
+        while True:
+            chunk = self.proc.stdout.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                return
+            buf = (buf + chunk)[-4096:]
+            found = re.findall(rb"mesg=(\d+)", buf)
+            if found:
+                with self._lock:
+                    self._count = int(found[-1])
+                    self.times.append(time.time())
+
+    @property
+    def received(self) -> int:
+        with self._lock:
+            return sum(self.per_rcpt.values()) if self.kind != "smtp-sink" else self._count
+
+    def reset(self) -> None:
+        with self._lock:
+            self.per_rcpt.clear()
+            self.times.clear()
+
+    def close(self) -> None:
+        if self.kind == "smtp-sink":
+            self.proc.terminate()
+            self.proc.wait(5)
+        else:
+            self.controller.stop()
+
+
+class Stack:
+    """A throw-away Outbox: temp dir, SQLite (or DATABASE_URL), Redis, workers."""
+
+    def __init__(self, sink_kind: str, env_extra: dict[str, str] | None = None):
+        self.dir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
+        self.redis_proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.dir / "r.sock"), "--save", "",
+             "--appendonly", "no", "--loglevel", "warning"], stdout=subprocess.DEVNULL)
+        self.redis_url = f"unix://{self.dir / 'r.sock'}"
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(self.redis_url).ping()
+                break
+            except (redis.ConnectionError, FileNotFoundError):
+                time.sleep(0.05)
+        self.sink = Sink(sink_kind) if sink_kind else None
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{self.dir / 'bench.sqlite3'}",
+            "REDIS_URL": self.redis_url, "OUTBOX_INSTANCE": str(self.dir / "instance"),
+            "SECRET_KEY": "bench", "BASE_URL": "http://127.0.0.1:5000", "RQ_QUEUE": "bench",
+            "SMTP_URL": f"smtp://127.0.0.1:{self.sink.port}" if self.sink else "",
+            "FLASK_APP": "app.py", **(env_extra or {}),
+        }
+        subprocess.run([sys.executable, "-m", "flask", "db", "upgrade"], cwd=ROOT, env=self.env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workers: list[subprocess.Popen] = []
+        self.peak_rss_kb = 0
+        self._watch = threading.Event()
+
+    @contextmanager
+    def app_context(self):
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            from mailing import create_app
+
+            app = create_app()
+            with app.app_context():
+                yield app
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def start_workers(self, n: int, **extra: str) -> list[subprocess.Popen]:
+        procs = [subprocess.Popen([sys.executable, "-m", "flask", "worker"], cwd=ROOT,
+                                  env={**self.env, **extra}, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+        self.workers.extend(procs)
+        if not self._watch.is_set():
+            self._watch.set()
+            threading.Thread(target=self._watch_rss, daemon=True).start()
+        return procs
+
+    def _watch_rss(self) -> None:
+        """Peak resident memory of the workers and the job processes they fork."""
+        while self._watch.is_set():
+            for p in list(self.workers):
+                for pid in [p.pid, *_children(p.pid)]:
+                    try:
+                        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                            if line.startswith("VmHWM:"):
+                                self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
+                    except (FileNotFoundError, ProcessLookupError, ValueError):
+                        pass
+            time.sleep(0.2)
+
+    def kill(self, p: subprocess.Popen) -> None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(10)
+
+    def close(self) -> None:
+        self._watch.clear()
+        for p in self.workers:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.workers:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill(p)
+        if self.sink:
+            self.sink.close()
+        self.redis_proc.terminate()
+        self.redis_proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out.extend(int(c) for c in (task / "children").read_text().split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
+def seed_issue(n: int, body: str = BODY) -> int:
+    """n contacts in one list and a draft issue to them, inserted in bulk."""
+    from .extensions import db
+    from .models import Contact, ContactList, Issue, Sender, list_members
+    from .stoplists import ensure_system_lists
+
+    ensure_system_lists()
+    sender = Sender(name="Bench News", email="news@bench.test")
+    lst = ContactList(name="bench")
+    db.session.add_all([sender, lst])
+    db.session.flush()
+    step = 50_000
+    for start in range(0, n, step):
+        rows = [{"id": i + 1, "email": f"r{i:07d}@bench.test", "name": "Анна Reader" if i % 3 else f"Reader {i}",
+                 "attributes": {}} for i in range(start, min(start + step, n))]
+        db.session.execute(sa.insert(Contact), rows)
+        db.session.execute(sa.insert(list_members), [{"list_id": lst.id, "contact_id": r["id"]} for r in rows])
+    issue = Issue(subject="Bench issue", body_html=body, sender_id=sender.id, list_id=lst.id)
+    db.session.add(issue)
+    from . import settings
+
+    settings.put("launch_delay_seconds", 0)
+    db.session.commit()
+    return issue.id
+
+
+def _status(issue_id: int) -> tuple[str, int]:
+    from .extensions import db
+    from .models import Issue
+
+    row = db.session.execute(sa.select(Issue.status, Issue.sent_count).where(Issue.id == issue_id)).one()
+    db.session.commit()
+    return row[0], row[1]
+
+
+def _wait(issue_id: int, statuses: set[str], timeout: float) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, _ = _status(issue_id)
+        if status in statuses:
+            return status
+        time.sleep(0.1)
+    raise click.ClickException(f"issue {issue_id} did not reach {statuses} in {timeout}s")
+
+
+def _audit(issue_id: int, sink: Sink, recipients: int) -> dict[str, int]:
+    """Duplicates and losses, at the sink when it counts per recipient, else from the
+    sink's total and the database's attempt counts."""
+    from .extensions import db
+    from .models import Delivery
+
+    d = Delivery.__table__
+    sent, attempts = db.session.execute(sa.select(
+        sa.func.count().filter(d.c.state == "sent"), sa.func.coalesce(sa.func.sum(d.c.attempts), 0))
+        .where(d.c.issue_id == issue_id)).one()
+    db.session.commit()
+    if sink.kind != "smtp-sink":
+        duplicates = sum(n - 1 for n in sink.per_rcpt.values() if n > 1)
+        lost = recipients - len(sink.per_rcpt)
+    else:
+        time.sleep(0.5)  # the sink prints its counter as sessions end
+        duplicates = max(sink.received - recipients, 0, int(attempts) - recipients)
+        lost = max(recipients - sink.received, recipients - int(sent), 0)
+    return {"received": sink.received, "duplicates": duplicates, "lost": lost}
+
+
+def _reference_worker(args: tuple[int, int, int, int]) -> int:
+    port, threads, count, seed = args
+    messages = [(f"r{(seed + i):07d}@bench.test",
+                 (f"From: news@bench.test\r\nTo: r{i}@bench.test\r\nSubject: Bench\r\n"
+                  f"Message-ID: <{seed}.{i}@bench.test>\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+                  + BODY.replace("{{ name }}", f"Reader {i}") + "\r\n").encode()) for i in range(500)]
+    share = [count // threads + (1 if t < count % threads else 0) for t in range(threads)]
+
+    def run(n: int) -> None:
+        s = smtplib.SMTP("127.0.0.1", port)
+        for i in range(n):
+            rcpt, data = messages[i % len(messages)]
+            s.sendmail("news@bench.test", [rcpt], data)
+        s.quit()
+
+    ts = [threading.Thread(target=run, args=(n,)) for n in share]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return count
+
+
+def reference_rate(port: int, processes: int, threads: int, n: int) -> float:
+    """Pre-built messages sent by plain smtplib clients, same connection count, no DB, no queue."""
+    shares = [n // processes + (1 if p < n % processes else 0) for p in range(processes)]
+    started = time.time()
+    with Pool(processes) as pool:
+        pool.map(_reference_worker, [(port, threads, s, p * 10_000_000) for p, s in enumerate(shares)])
+    return n / (time.time() - started)
+
+
+def emit(result: dict[str, Any]) -> None:
+    click.echo(json.dumps(result))
+
+
+@bench.command("send")
+@click.option("--recipients", default=200_000, type=int)
+@click.option("--workers", default=2, type=int)
+@click.option("--concurrency", default=8, type=int)
+@click.option("--sink", "sink_kind", type=click.Choice(["smtp-sink", "aiosmtpd"]), default=None)
+def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str | None) -> None:
+    """Throughput of the real launch path against a sink on loopback, and a reference client."""
+    sink_kind = sink_kind or ("smtp-sink" if _sink_binary() else "aiosmtpd")
+    stack = Stack(sink_kind, {"SEND_CONCURRENCY": str(concurrency), "SEND_JOBS": str(workers),
+                              "SEND_CHUNK": "500", "LEASE_SECONDS": "60"})
+    try:
+        with stack.app_context():
+            from . import lifecycle
+
+            issue_id = seed_issue(recipients)
+            stack.start_workers(workers)
+            time.sleep(2)  # workers import and connect
+            started = time.time()
+            lifecycle.launch(issue_id, "bench")
+            _wait(issue_id, {"sent", "interrupted"}, 3600)
+            seconds = time.time() - started
+            audit = _audit(issue_id, stack.sink, recipients)
+        stack._watch.clear()
+        assert stack.sink is not None
+        stack.sink.reset()
+        ref = reference_rate(stack.sink.port, workers, concurrency, recipients)
+        ours = recipients / seconds
+        emit({"recipients": recipients, "workers": workers, "concurrency": concurrency, "sink": sink_kind,
+              "seconds": round(seconds, 2), "msgs_per_s": round(ours), "reference_msgs_per_s": round(ref),
+              "ratio": round(ours / ref, 3), **audit,
+              "worker_peak_rss_mb": round(stack.peak_rss_kb / 1024, 1)})
+    finally:
+        stack.close()
