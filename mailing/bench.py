@@ -25,6 +25,8 @@ import redis
 import sqlalchemy as sa
 from flask.cli import AppGroup
 
+from .launcher import descendants, signal_tree, stop_tree
+
 bench = AppGroup("bench", help="Benchmarks; each prints one JSON object as its last line.")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,7 +176,7 @@ class Stack:
         """Peak resident memory of the workers and the job processes they fork."""
         while self._watch.is_set():
             for p in list(self.workers):
-                for pid in [p.pid, *_children(p.pid)]:
+                for pid in [p.pid, *descendants(p.pid)]:
                     try:
                         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                             if line.startswith("VmHWM:"):
@@ -184,40 +186,18 @@ class Stack:
             time.sleep(0.2)
 
     def kill(self, p: subprocess.Popen) -> None:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        signal_tree(p.pid, signal.SIGKILL)
         p.wait(10)
 
     def close(self) -> None:
         self._watch.clear()
         for p in self.workers:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for p in self.workers:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill(p)
+            stop_tree(p, 15)
         if self.sink:
             self.sink.close()
         self.redis_proc.terminate()
         self.redis_proc.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            out.extend(int(c) for c in (task / "children").read_text().split())
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return out
 
 
 def seed_issue(n: int, body: str = BODY) -> int:
@@ -344,6 +324,7 @@ def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str |
             _wait(issue_id, {"sent", "interrupted"}, 3600)
             seconds = time.time() - started
             audit = _audit(issue_id, stack.sink, recipients)
+            first, last = (stack.sink.times[0], stack.sink.times[-1]) if stack.sink.times else (0, 0)
         stack._watch.clear()
         assert stack.sink is not None
         stack.sink.reset()
@@ -352,6 +333,7 @@ def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str |
         emit({"recipients": recipients, "workers": workers, "concurrency": concurrency, "sink": sink_kind,
               "seconds": round(seconds, 2), "msgs_per_s": round(ours), "reference_msgs_per_s": round(ref),
               "ratio": round(ours / ref, 3), **audit,
+              "first_to_last_letter_s": round(last - first, 2),
               "worker_peak_rss_mb": round(stack.peak_rss_kb / 1024, 1)})
     finally:
         stack.close()

