@@ -65,6 +65,12 @@ def tick() -> dict[str, int]:
             if lifecycle.start(issue_id):
                 done["started"] += 1
         db.session.commit()
+        from flask import current_app
+
+        if current_app.config.get("COMPLAINTS_MAILDIR"):
+            from mailing.complaints import scan_maildir
+
+            done["complaints"] = scan_maildir(current_app.config["COMPLAINTS_MAILDIR"])
         return done
 
 

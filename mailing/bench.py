@@ -337,3 +337,219 @@ def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str |
               "worker_peak_rss_mb": round(stack.peak_rss_kb / 1024, 1)})
     finally:
         stack.close()
+
+
+@bench.command("pause")
+@click.option("--recipients", default=20_000, type=int)
+@click.option("--workers", default=2, type=int)
+@click.option("--concurrency", default=8, type=int)
+def bench_pause(recipients: int, workers: int, concurrency: int) -> None:
+    """Pause at about a third: letters the sink took after the pause was acknowledged."""
+    stack = Stack("aiosmtpd", {"SEND_CONCURRENCY": str(concurrency), "SEND_JOBS": str(workers)})
+    try:
+        with stack.app_context():
+            from . import lifecycle
+
+            issue_id = seed_issue(recipients)
+            stack.start_workers(workers)
+            time.sleep(2)
+            lifecycle.launch(issue_id, "bench")
+            sink = stack.sink
+            assert sink is not None
+            while sink.received < recipients // 3:
+                time.sleep(0.005)
+            clicked = time.time()
+            lifecycle.pause(issue_id, "bench")
+            acked = time.time()
+            time.sleep(2)
+            with sink._lock:
+                overshoot = sum(1 for t in sink.times if t > acked)
+            lifecycle.resume(issue_id, "bench")
+            _wait(issue_id, {"sent", "interrupted"}, 3600)
+            audit = _audit(issue_id, sink, recipients)
+        emit({"recipients": recipients, "overshoot": overshoot, "concurrency": concurrency * workers,
+              "pause_ack_ms": round((acked - clicked) * 1000, 1), "duplicates": audit["duplicates"],
+              "lost": audit["lost"]})
+    finally:
+        stack.close()
+
+
+@bench.command("crash")
+@click.option("--recipients", default=20_000, type=int)
+@click.option("--concurrency", default=8, type=int)
+@click.option("--lease", default=20, type=int, help="LEASE_SECONDS for the run")
+def bench_crash(recipients: int, concurrency: int, lease: int) -> None:
+    """SIGKILL the worker mid-send, start a new one, let the issue finish."""
+    from .models import Delivery
+
+    stack = Stack("aiosmtpd", {"SEND_CONCURRENCY": str(concurrency), "SEND_JOBS": "1",
+                               "LEASE_SECONDS": str(lease)})
+    try:
+        with stack.app_context():
+            from . import lifecycle
+            from .extensions import db
+
+            issue_id = seed_issue(recipients)
+            [victim] = stack.start_workers(1)
+            time.sleep(2)
+            lifecycle.launch(issue_id, "bench")
+            sink = stack.sink
+            assert sink is not None
+            while sink.received < recipients // 3:
+                time.sleep(0.01)
+            stack.kill(victim)
+            killed = time.time()
+            in_flight = db.session.scalar(sa.select(sa.func.count()).select_from(Delivery).where(
+                Delivery.issue_id == issue_id, Delivery.state == "sending")) or 0
+            db.session.commit()
+            at_kill = sink.received
+            stack.start_workers(1)
+            while sink.received <= at_kill:
+                time.sleep(0.05)
+            recovery = time.time() - killed
+            _wait(issue_id, {"sent", "interrupted"}, 3600)
+            audit = _audit(issue_id, sink, recipients)
+        emit({"recipients": recipients, "in_flight_at_kill": in_flight, "duplicates": audit["duplicates"],
+              "lost": audit["lost"], "recovery_s": round(recovery, 2), "lease_seconds": lease})
+    finally:
+        stack.close()
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@bench.command("audience")
+@click.option("--contacts", default=1_000_000, type=int)
+@click.option("--stoplist", default=100_000, type=int)
+def bench_audience(contacts: int, stoplist: int) -> None:
+    """Launch-time materialisation of the recipients minus the stop-lists."""
+    stack = Stack("", {})
+    try:
+        with stack.app_context():
+            from .extensions import db
+            from .models import Issue, StopEntry, StopList
+
+            issue_id = seed_issue(contacts)
+            blocked = db.session.scalar(sa.select(StopList.id).where(StopList.code == "blocked"))
+            every = max(contacts // max(stoplist, 1), 1)
+            step = 50_000
+            for start in range(0, stoplist, step):
+                db.session.execute(sa.insert(StopEntry), [
+                    {"list_id": blocked, "kind": "email", "value": f"r{(i * every) % contacts:07d}@bench.test",
+                     "source": "import"} for i in range(start, min(start + step, stoplist))])
+            db.session.commit()
+            db.session.expunge_all()
+            import gc
+
+            gc.collect()
+            _reset_peak_rss()
+            base = _peak_rss_mb()
+            issue = db.session.get(Issue, issue_id)
+            started = time.time()
+            from .engine import materialise
+
+            counts = materialise(issue)
+            db.session.commit()
+            seconds = time.time() - started
+            peak = _peak_rss_mb()
+        emit({"contacts": contacts, "stoplist": stoplist, "recipients": counts["total"] - counts["suppressed"],
+              "suppressed": counts["suppressed"], "seconds": round(seconds, 2),
+              "peak_rss_mb": round(peak, 1), "peak_rss_growth_mb": round(peak - base, 1)})
+    finally:
+        stack.close()
+
+
+def _client(base: str, email: str, password: str):
+    """A logged-in urllib opener (its own cookie jar)."""
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = opener.open(base + "/login").read().decode()
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    opener.open(base + "/login", urllib.parse.urlencode(
+        {"email": email, "password": password, "csrf_token": token}).encode()).read()
+    return opener
+
+
+@bench.command("dashboard")
+@click.option("--issues", "n_issues", default=10_000, type=int)
+@click.option("--pollers", default=50, type=int)
+@click.option("--seconds", "duration", default=10.0, type=float)
+def bench_dashboard(n_issues: int, pollers: int, duration: float) -> None:
+    """The Outgoing page over N issues and P clients polling a live issue's row."""
+    stack = Stack("", {})
+    web = None
+    try:
+        with stack.app_context():
+            from .cli import create_user
+            from .extensions import db
+            from .models import Issue
+
+            live_id = seed_issue(1000)
+            db.session.execute(sa.update(Issue).where(Issue.id == live_id).values(
+                status="sending", total=1000, sent_count=420, started_at=sa.func.current_timestamp()))
+            step = 20_000
+            for start in range(0, n_issues, step):
+                db.session.execute(sa.insert(Issue), [
+                    {"subject": f"Issue {i}", "body_html": "<p>x</p>", "status": ("draft", "sent", "cancelled",
+                     "paused")[i % 4], "total": 1000, "sent_count": 1000 if i % 4 == 1 else 0,
+                     "released": False, "settings": {}}
+                    for i in range(start, min(start + step, n_issues))])
+            create_user("bench@outbox.local", "support", "bench-password")
+            db.session.commit()
+        port = _free_port()
+        web = subprocess.Popen([sys.executable, "-m", "waitress", "--host=127.0.0.1", f"--port={port}",
+                                "--threads=16", "app:app"], cwd=ROOT, env=stack.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                _client(base, "bench@outbox.local", "bench-password")
+                break
+            except OSError:
+                time.sleep(0.1)
+        progress: list[float] = []
+        outgoing: list[float] = []
+        lock = threading.Lock()
+        stop = time.time() + duration
+
+        def poll(i: int) -> None:
+            opener = _client(base, "bench@outbox.local", "bench-password")
+            while time.time() < stop:
+                url, bucket = ((f"/?page={1 + i % 5}", outgoing) if i % 10 == 0
+                               else (f"/issues/{live_id}/row", progress))
+                t = time.perf_counter()
+                opener.open(base + url).read()
+                with lock:
+                    bucket.append((time.perf_counter() - t) * 1000)
+                time.sleep(0.2 if url.startswith("/issues") else 0.5)
+
+        threads = [threading.Thread(target=poll, args=(i,)) for i in range(pollers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        def p95(xs: list[float]) -> float:
+            xs = sorted(xs)
+            return round(xs[int(len(xs) * 0.95) - 1], 1) if xs else 0.0
+
+        emit({"issues": n_issues, "pollers": pollers, "outgoing_p95_ms": p95(outgoing),
+              "progress_p95_ms": p95(progress), "requests": len(outgoing) + len(progress)})
+    finally:
+        if web is not None:
+            stop_tree(web, 5)
+        stack.close()

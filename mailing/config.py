@@ -42,6 +42,8 @@ def load(instance: Path) -> dict:
         "RETRY_BASE_SECONDS": float(env("RETRY_BASE_SECONDS") or 60),
         "RELAY_ERROR_LIMIT": int(env("RELAY_ERROR_LIMIT") or 50),
         "SMTP_TIMEOUT": float(env("SMTP_TIMEOUT") or 30),
+        # A Maildir where a feedback loop drops ARF complaint reports (optional).
+        "COMPLAINTS_MAILDIR": env("COMPLAINTS_MAILDIR") or "",
         "TEST_CLOCK": env("OUTBOX_TEST_CLOCK") == "1",
         "DEFAULT_PHONE_REGION": env("DEFAULT_PHONE_REGION") or "RU",
         "BABEL_DEFAULT_LOCALE": "en",

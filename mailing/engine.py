@@ -486,8 +486,12 @@ class Runner:
             queueing.note_progress(self.redis, self.issue_id, done)
 
     def _heartbeat(self) -> None:
-        self.redis.zadd(queueing.runners_key(self.issue_id), {self.owner: time.time() + self.lease})
-        self.redis.expire(queueing.runners_key(self.issue_id), 86400)
+        key = queueing.runners_key(self.issue_id)
+        pipe = self.redis.pipeline()
+        pipe.zadd(key, {self.owner: time.time() + self.lease})
+        pipe.zrem(key, "maintenance")  # the maintenance loop's placeholder until a runner beats
+        pipe.expire(key, 86400)
+        pipe.execute()
 
     def _status(self) -> str:
         status = db.session.execute(
@@ -630,6 +634,9 @@ class Runner:
         if status == states.IssueStatus.STOPPING:
             lifecycle.finish_stopping(self.issue_id)
             return "stopped"
+        if status == states.IssueStatus.PAUSED and not self.redis.zcount(
+                queueing.runners_key(self.issue_id), time.time(), "+inf"):
+            lifecycle.note_paused(self.issue_id)  # the last runner out says what left after the click
         if outcome == "halted" or status != states.IssueStatus.SENDING:
             return "halted"
         if outcome == "waiting" and self.next_portion_at is not None:

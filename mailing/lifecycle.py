@@ -14,7 +14,7 @@ from flask_babel import gettext as _
 from . import engine, queueing, settings
 from .extensions import db
 from .models import Issue, utcnow
-from .states import IllegalTransition, IssueNotFound, IssueStatus, transition
+from .states import IllegalTransition, IssueNotFound, IssueStatus, record, transition
 
 S = IssueStatus
 
@@ -149,10 +149,9 @@ def resume(issue_id: int, actor: Any) -> str:
 
 
 def send_whole(issue_id: int, actor: Any) -> str:
-    old, _new = transition(issue_id, "send_whole", actor=actor, values={"released": True})
+    transition(issue_id, "send_whole", actor=actor, values={"released": True})
     queueing.clear_halt(issue_id)
-    if old == S.PAUSED:
-        _spawn(issue_id)
+    _spawn(issue_id)  # a spread issue may have no runner between portions
     return S.SENDING
 
 
@@ -182,6 +181,26 @@ def finish_stopping(issue_id: int) -> str:
     except IllegalTransition:
         return _issue(issue_id).status
     return S.CANCELLED
+
+
+def note_paused(issue_id: int) -> None:
+    """Journal how many recipients were processed after the Pause click (the messages
+    that were already in an SMTP transaction), once the last runner has stopped."""
+    from .models import JournalEvent
+
+    click = db.session.scalar(
+        sa.select(JournalEvent).where(JournalEvent.issue_id == issue_id, JournalEvent.event == "pause")
+        .order_by(JournalEvent.id.desc()).limit(1))
+    if click is None:
+        db.session.commit()
+        return
+    from .models import Delivery
+
+    left = db.session.scalar(sa.select(sa.func.count()).select_from(Delivery).where(
+        Delivery.issue_id == issue_id, Delivery.sent_at > click.created_at)) or 0
+    record(issue_id, "pause_settled", details={
+        "left_after_click": left, "done": _done(issue_id), "pause_event": click.id})
+    db.session.commit()
 
 
 def finish(issue_id: int) -> None:

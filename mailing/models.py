@@ -249,6 +249,22 @@ class StopEntry(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 
 
+class StopEvent(db.Model):
+    """Who added or removed which stop-list entry, when and how (ui, api, link, import, ...)."""
+
+    __tablename__ = "stop_events"
+    __table_args__ = (sa.Index("ix_stop_events_list_action_time", "list_id", "action", "created_at"),)
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("stop_lists.id", ondelete="CASCADE"))
+    action: so.Mapped[str] = so.mapped_column(sa.String(10))  # add | remove
+    value: so.Mapped[str] = so.mapped_column(sa.String(254))
+    sender_id: so.Mapped[int | None]
+    source: so.Mapped[str] = so.mapped_column(sa.String(20))
+    actor_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
+    actor_label: so.Mapped[str] = so.mapped_column(sa.String(254), default="system")
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
 class Setting(db.Model):
     """Admin settings changeable at run time (launch delay, edit lock, ...)."""
 

@@ -11,7 +11,8 @@ DEFAULTS: dict[str, Any] = {
     "launch_delay_seconds": 10,  # seed 001: the window in which Pause guarantees nothing left
     "edit_lock_minutes": 5,  # seed 004: a scheduled issue is locked this long before send_at
     "late_start_grace_seconds": 300,  # a start later than this is interrupted, not silent
-    "relay_rate_per_second": 0,  # a cap shared by every worker on one relay (SES-style); 0: none
+    "relay_rate_per_second": 0,
+    "per_sender_unsubscribe": False,  # unsubscribes stop only the sender's letters  # a cap shared by every worker on one relay (SES-style); 0: none
 }
 
 

@@ -374,9 +374,10 @@ def make_issue(ctx):
             email = emails[i] if emails else f"r{k}-{i:06d}@example.org"
             name = names[i % len(names)] if names else ("Анна Иванова" if i % 2 else f"Reader {i}")
             rows.append({"email": email, "name": name, "attributes": {}})
-        db.session.execute(sa.insert(Contact), rows)
-        ids = db.session.scalars(sa.select(Contact.id).where(Contact.email.in_([r["email"] for r in rows])))
-        db.session.execute(sa.insert(list_members), [{"list_id": lst.id, "contact_id": i} for i in ids])
+        if rows:
+            db.session.execute(sa.insert(Contact), rows)
+            ids = db.session.scalars(sa.select(Contact.id).where(Contact.email.in_([r["email"] for r in rows])))
+            db.session.execute(sa.insert(list_members), [{"list_id": lst.id, "contact_id": i} for i in ids])
         issue = Issue(subject=subject, sender_id=sender.id, list_id=lst.id,
                       body_html=body or '<p>Hello, {{ name }} ({{ email }})</p><a href="{{ unsubscribe_url }}">u</a>')
         db.session.add(issue)

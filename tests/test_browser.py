@@ -46,7 +46,10 @@ def test_dropdown_pause_then_resume_to_sent(ctx, make_user, make_issue, smtp, wo
     page = browser.new_page()
     log_in(page, web, user.email, pw)
     row = page.locator(f"#issue-{issue_id}")
-    page.wait_for_selector(f"#issue-{issue_id}[data-status=sending]", timeout=30000)
+    page.wait_for_function(
+        """id => { const bar = document.querySelector(`#issue-${id} .progress`);
+                   const v = bar ? Number(bar.getAttribute('aria-valuenow')) : 0;
+                   return v >= 5; }""", arg=issue_id, timeout=30000)
     row.locator("summary").click()
     row.locator("button.action-pause").click()
     page.wait_for_selector(f"#issue-{issue_id}[data-status=paused]", timeout=10000)

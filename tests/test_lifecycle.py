@@ -47,6 +47,9 @@ def test_pause_stops_within_the_concurrency_and_resume_completes(ctx, api_client
     assert issue_row(issue_id).sent_count == frozen
     pause_event = [e for e in journal_of(issue_id) if e.event == "pause"][0]
     assert "done_at_click" in pause_event.details
+    settled = wait_for(lambda: [e for e in journal_of(issue_id) if e.event == "pause_settled"], 20,
+                       what="the journal to say what left after the click")
+    assert settled[-1].details["left_after_click"] <= 4
 
     assert api.post(f"/issues/{issue_id}/resume").json["status"] == "sending"
     wait_status(issue_id, "sent", 90)

@@ -66,9 +66,9 @@ def forbidden() -> Any:
 
 
 def register(app: Flask) -> None:
-    from . import api, auth, outgoing, sandbox, unsubscribe
+    from . import api, auth, outgoing, sandbox, stoplists, unsubscribe
 
-    for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp):
+    for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp):
         app.register_blueprint(bp)
 
     @app.before_request

@@ -199,3 +199,111 @@ def openapi() -> Any:
     }
     return jsonify(spec)
 
+
+
+# --- stop-lists ---------------------------------------------------------------
+
+def _stoplist(list_id: int):
+    from ..models import StopList
+
+    stop = db.session.get(StopList, list_id)
+    if stop is None:
+        raise _NotFound()
+    return stop
+
+
+class _NotFound(Exception):
+    pass
+
+
+@bp.errorhandler(_NotFound)
+def _not_found(_exc: Exception) -> Any:
+    return fail(404, "not_found", "No such stop-list.")
+
+
+@bp.get("/stoplists")
+@api(*READERS)
+def list_stoplists() -> Any:
+    from .. import stoplists
+    from ..models import StopList
+
+    counts = stoplists.counts()
+    return jsonify(stoplists=[{"id": s.id, "name": s.name, "code": s.code, "system": s.system,
+                               "entries": counts.get(s.id, 0)}
+                              for s in db.session.scalars(sa.select(StopList).order_by(StopList.id))])
+
+
+@bp.get("/stoplists/<int:list_id>/entries")
+@api(*READERS)
+def list_entries(list_id: int) -> Any:
+    from .. import stoplists
+
+    page = request.args.get("page", 1, type=int)
+    if page < 1:
+        return fail(400, "page", "page starts at 1.")
+    rows, has_next = stoplists.entries_page(_stoplist(list_id), request.args.get("q", ""), page)
+    return jsonify(entries=[{"id": e.id, "kind": e.kind, "value": e.value, "in_contact_base": bool(b),
+                             "source": e.source, "created_at": e.created_at.isoformat() + "Z"}
+                            for e, b in rows], page=page, has_next=has_next)
+
+
+@bp.post("/stoplists/<int:list_id>/entries")
+@api(*EDITORS)
+def add_entries(list_id: int) -> Any:
+    from flask import current_app
+
+    from .. import stoplists
+
+    stop = _stoplist(list_id)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("entries"), list) \
+            or not all(isinstance(x, str) for x in body["entries"]):
+        return fail(400, "entries", 'Send {"entries": ["address or phone", ...]}.')
+    report = stoplists.add_pasted(stop, "\n".join(x.replace("\n", " ") for x in body["entries"]),
+                                  actor=g.api_user, source="api",
+                                  region=current_app.config["DEFAULT_PHONE_REGION"])
+    return jsonify(added=report.added, already=report.already,
+                   rejected=[{"line": r.line, "text": r.text, "reason": r.reason} for r in report.rejected])
+
+
+@bp.post("/stoplists/<int:list_id>/remove")
+@api(*EDITORS)
+def remove_entries(list_id: int) -> Any:
+    from .. import stoplists
+
+    stop = _stoplist(list_id)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("ids"), list) \
+            or not all(isinstance(x, int) for x in body["ids"]):
+        return fail(400, "ids", 'Send {"ids": [entry id, ...]}.')
+    try:
+        n = stoplists.remove_entries(stop, body["ids"], actor=g.api_user, source="api")
+    except stoplists.QuotaExceeded as exc:
+        return fail(409, "quota", str(exc))
+    return jsonify(removed=n)
+
+
+@bp.post("/stoplists/<int:list_id>/clear")
+@api(*EDITORS)
+def clear_entries(list_id: int) -> Any:
+    from .. import stoplists
+
+    try:
+        n = stoplists.clear(_stoplist(list_id), actor=g.api_user, source="api")
+    except stoplists.SystemListError as exc:
+        return fail(409, "not_clearable", str(exc))
+    return jsonify(removed=n)
+
+
+@bp.post("/complaints")
+@api(*EDITORS)
+def complaint() -> Any:
+    """An ARF report (RFC 5965) posted as message/rfc822 bytes: the complaining address goes
+    into Unsubscribed from all."""
+    from ..complaints import ComplaintError, handle_arf
+
+    try:
+        email = handle_arf(request.get_data())
+    except ComplaintError as exc:
+        return fail(400, "arf", str(exc))
+    return jsonify(unsubscribed=email)

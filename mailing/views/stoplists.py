@@ -1,0 +1,153 @@
+"""Subscribers → Stop-lists: every list with its count; add by paste or CSV, remove, clear."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import BooleanField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length
+
+from .. import stoplists
+from ..extensions import db
+from ..models import StopList
+from . import EDITORS, READERS, error, roles
+
+bp = Blueprint("stoplists", __name__, url_prefix="/stoplists")
+
+
+class ListForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+
+
+class AddForm(FlaskForm):
+    items = TextAreaField("Addresses and phone numbers", validators=[Length(max=20_000_000)])
+    upload = FileField("or a CSV file (first column)")
+    confirm = BooleanField("I confirm these people must not get mail")
+
+
+def _list(list_id: int) -> StopList:
+    stop = db.session.get(StopList, list_id)
+    if stop is None:
+        abort(404)
+    return stop
+
+
+def _page(stop: StopList, add_form: AddForm | None = None, report: Any = None, status: int = 200) -> Any:
+    q = (request.args.get("q") or "").strip()[:254]
+    page = max(request.args.get("page", 1, type=int), 1)
+    rows, has_next = stoplists.entries_page(stop, q, page)
+    quota = stoplists.removal_quota() if stop.code == "unsubscribed" else None
+    return render_template("stoplists/show.html", stop=stop, rows=rows, has_next=has_next, q=q, page=page,
+                           add_form=add_form or AddForm(), rename_form=ListForm(name=stop.name),
+                           report=report, quota=quota), status
+
+
+@bp.get("/")
+@roles(*READERS)
+def index() -> Any:
+    lists = db.session.scalars(sa.select(StopList).order_by(StopList.id)).all()
+    return render_template("stoplists/index.html", lists=lists, counts=stoplists.counts(), form=ListForm())
+
+
+@bp.post("/")
+@roles(*EDITORS)
+def create() -> Any:
+    form = ListForm()
+    if not form.validate_on_submit():
+        return error(400, "name", "; ".join(form.name.errors) or "Give the list a name.")
+    stop = StopList(name=form.name.data.strip())
+    db.session.add(stop)
+    db.session.commit()
+    return redirect(url_for("stoplists.show", list_id=stop.id))
+
+
+@bp.get("/<int:list_id>")
+@roles(*READERS)
+def show(list_id: int) -> Any:
+    return _page(_list(list_id))
+
+
+@bp.post("/<int:list_id>/add")
+@roles(*EDITORS)
+def add(list_id: int) -> Any:
+    stop = _list(list_id)
+    form = AddForm()
+    if not form.validate_on_submit():
+        return _page(stop, form, status=400)
+    text = form.items.data or ""
+    if form.upload.data:
+        text += "\n" + form.upload.data.read().decode("utf-8", "replace")
+        source = "import"
+    else:
+        source = "ui"
+    if not text.strip():
+        form.items.errors.append(_("Paste at least one address or phone number."))
+        return _page(stop, form, status=400)
+    if not form.confirm.data:
+        form.confirm.errors.append(_("Tick the box to confirm."))
+        return _page(stop, form, status=400)
+    report = stoplists.add_pasted(stop, text, actor=current_user, source=source,
+                                  region=current_app.config["DEFAULT_PHONE_REGION"])
+    return _page(stop, AddForm(formdata=None), report=report)
+
+
+@bp.post("/<int:list_id>/remove")
+@roles(*EDITORS)
+def remove(list_id: int) -> Any:
+    stop = _list(list_id)
+    ids = [int(i) for i in request.form.getlist("entry") if i.isdigit()]
+    if not ids:
+        return error(400, "entry", _("Tick the entries to remove."))
+    if request.form.get("confirm") != "yes":
+        return error(400, "confirm", _("Tick the box to confirm the removal."))
+    try:
+        n = stoplists.remove_entries(stop, ids, actor=current_user, source="ui")
+    except stoplists.QuotaExceeded as exc:
+        return error(409, "quota", str(exc))
+    flash(_("Removed %(n)s entries.", n=n))
+    return redirect(url_for("stoplists.show", list_id=stop.id))
+
+
+@bp.post("/<int:list_id>/clear")
+@roles(*EDITORS)
+def clear(list_id: int) -> Any:
+    stop = _list(list_id)
+    if request.form.get("confirm") != "yes":
+        return error(400, "confirm", _("Tick the box to confirm clearing the list."))
+    try:
+        n = stoplists.clear(stop, actor=current_user, source="ui")
+    except stoplists.SystemListError as exc:
+        return error(409, "not_clearable", str(exc))
+    flash(_("Cleared %(n)s entries.", n=n))
+    return redirect(url_for("stoplists.show", list_id=stop.id))
+
+
+@bp.post("/<int:list_id>/rename")
+@roles(*EDITORS)
+def rename(list_id: int) -> Any:
+    stop = _list(list_id)
+    form = ListForm()
+    if not form.validate_on_submit():
+        return error(400, "name", "; ".join(form.name.errors))
+    try:
+        stoplists.rename(stop, form.name.data.strip())
+    except stoplists.SystemListError as exc:
+        return error(409, "system_list", str(exc))
+    return redirect(url_for("stoplists.show", list_id=stop.id))
+
+
+@bp.post("/<int:list_id>/delete")
+@roles(*EDITORS)
+def delete(list_id: int) -> Any:
+    stop = _list(list_id)
+    try:
+        stoplists.delete(stop)
+    except stoplists.SystemListError as exc:
+        return error(409, "system_list", str(exc))
+    return redirect(url_for("stoplists.index"))
