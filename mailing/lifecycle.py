@@ -14,7 +14,7 @@ from flask_babel import gettext as _
 from . import engine, queueing, settings
 from .extensions import db
 from .models import Issue, utcnow
-from .states import IllegalTransition, IssueNotFound, IssueStatus, record, transition
+from .states import IllegalTransition, IssueNotFound, IssueStatus, lock_for, record, transition
 
 S = IssueStatus
 
@@ -75,7 +75,20 @@ def _accept(issue: Issue, action: str, actor: Any, delay: float | None = None,
         delay = float(settings.get("launch_delay_seconds"))
     now = utcnow()
     start_at = now + timedelta(seconds=delay)
+    lock_for(issue.id, action)
     counts = engine.materialise(issue)
+    if action in ("launch", "send_now"):
+        # The pre-send check runs on the formed audience; a failing issue is held.
+        from . import moderation
+
+        db.session.flush()
+        issue = db.session.get(Issue, issue.id, populate_existing=True)
+        failures = moderation.check(issue)
+        if failures:
+            transition(issue.id, "hold", actor=actor, reason="; ".join(f.reason for f in failures),
+                       details={**counts, **moderation.as_details(failures)},
+                       values={"launched_at": now, "launched_by_id": getattr(actor, "id", None)})
+            return S.MODERATION
     size, interval = issue.spread_size, issue.spread_interval
     if issue.spread_hours:
         # Evenly over H hours: one portion a minute (or the interval given), sized to fit.
@@ -94,6 +107,32 @@ def _accept(issue: Issue, action: str, actor: Any, delay: float | None = None,
     if enqueue:
         queueing.enqueue("jobs.sending.start_issue", issue.id, delay=delay)
     return S.ACCEPTED
+
+
+def approve(issue_id: int, actor: Any, comment: str = "") -> str:
+    """A moderator lets a held issue go: Accepted, then the launch delay applies."""
+    issue = _issue(issue_id)
+    if issue.launched_by_id is not None and issue.launched_by_id == getattr(actor, "id", None):
+        raise IllegalTransition("approve", issue.status, _("a moderator cannot approve an issue they launched"))
+    delay = float(settings.get("launch_delay_seconds"))
+    transition(issue_id, "approve", actor=actor, reason=comment or None,
+               values={"send_at": utcnow() + timedelta(seconds=delay)})
+    queueing.clear_halt(issue_id)
+    queueing.enqueue("jobs.sending.start_issue", issue_id, delay=delay)
+    return S.ACCEPTED
+
+
+def reject(issue_id: int, actor: Any, comment: str) -> str:
+    """Back to Draft with the moderator's comment; the formed audience is dropped."""
+    from .models import Delivery
+
+    if not comment.strip():
+        raise LaunchError("comment", _("Say why the issue is rejected."))
+    transition(issue_id, "reject", actor=actor, reason=comment.strip(), commit=False,
+               values={"total": 0, "suppressed_count": 0, "launched_at": None})
+    db.session.execute(sa.delete(Delivery).where(Delivery.issue_id == issue_id))
+    db.session.commit()
+    return S.DRAFT
 
 
 def start(issue_id: int) -> bool:

@@ -162,3 +162,63 @@ def sent_per_minute(issue_id: int) -> list[tuple[str, int]]:
         sa.select(minute.label("m"), sa.func.count()).where(d.c.issue_id == issue_id, d.c.sent_at.is_not(None))
         .group_by("m").order_by("m")).all()
     return [(m, n) for m, n in rows]
+
+
+@dataclass
+class TimelineRow:
+    issue_id: int
+    subject: str
+    issue_status: str
+    state: str
+    at: datetime | None
+    reply: str | None
+    why: str
+
+
+def _why(state: str, reason: str | None, issue_status: str, attempts: int, next_at: datetime | None) -> str:
+    """Why nothing was sent (or what happened), in words support staff can repeat."""
+    if state == "sent":
+        return "delivered to the relay"
+    if state == "suppressed":
+        return f"suppressed by the stop-list “{reason}”"
+    if state == "stopped_manually":
+        return "stopped manually (the issue was cancelled before this letter's turn)"
+    if state == "bounced":
+        return "bounced: the relay refused it permanently"
+    if state == "failed":
+        return f"failed after {attempts} attempts"
+    if state == "deferred":
+        return f"deferred by the relay, retrying at {next_at:%Y-%m-%d %H:%M} UTC" if next_at else "deferred, retrying"
+    if issue_status == "cancelled":
+        return "the issue was cancelled"
+    if issue_status in ("paused", "interrupted"):
+        return f"waiting: the issue is {issue_status}"
+    return "waiting for its turn"
+
+
+def recipient_timeline(q: str) -> tuple[list[TimelineRow], list]:
+    """One person's deliveries across issues, newest first, and the stop-lists they are in.
+    An address is normalised as stored; a phone is matched through the contact base."""
+    from .models import Contact, StopEntry, StopList
+    from .stoplists import parse_item
+
+    try:
+        kind, value = parse_item(q, "RU")
+    except ValueError:
+        kind, value = "email", q.lower()
+    emails = [value] if kind == "email" else list(db.session.scalars(
+        sa.select(Contact.email).where(Contact.phone == value, Contact.email.is_not(None))))
+    d = Delivery.__table__
+    rows = db.session.execute(
+        sa.select(d.c.issue_id, Issue.subject, Issue.status, d.c.state, d.c.updated_at, d.c.sent_at,
+                  d.c.reply_code, d.c.reply_enhanced, d.c.reply_text, d.c.reason, d.c.attempts,
+                  d.c.next_attempt_at)
+        .join(Issue, Issue.id == d.c.issue_id).where(d.c.email.in_(emails))
+        .order_by(d.c.updated_at.desc().nulls_last(), d.c.id.desc()).limit(500)).all() if emails else []
+    timeline = [TimelineRow(r.issue_id, r.subject, r.status, r.state, r.sent_at or r.updated_at,
+                            f"{r.reply_code} {r.reply_enhanced or ''} {r.reply_text or ''}".strip() if r.reply_code else None,
+                            _why(r.state, r.reason, r.status, r.attempts, r.next_attempt_at)) for r in rows]
+    values = emails + ([value] if kind == "phone" else [])
+    stops = db.session.execute(sa.select(StopList.name, StopEntry.value, StopEntry.created_at, StopEntry.source)
+                               .join(StopList).where(StopEntry.value.in_(values))).all() if values else []
+    return timeline, stops

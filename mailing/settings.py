@@ -12,7 +12,15 @@ DEFAULTS: dict[str, Any] = {
     "edit_lock_minutes": 5,  # seed 004: a scheduled issue is locked this long before send_at
     "late_start_grace_seconds": 300,  # a start later than this is interrupted, not silent
     "relay_rate_per_second": 0,
-    "per_sender_unsubscribe": False,  # unsubscribes stop only the sender's letters  # a cap shared by every worker on one relay (SES-style); 0: none
+    "per_sender_unsubscribe": False,  # unsubscribes stop only the sender's letters
+    # The automatic pre-send check (an issue failing any rule waits for a moderator).
+    "moderation_growth_factor": 3.0,  # audience > factor × the largest of the sender's last 5
+    "moderation_max_audience": 0,  # an absolute cap; 0: none
+    "moderation_fresh_share": 0.5,  # share of recipients who never got a letter from us
+    "moderation_bounce_rate": 0.05,
+    "moderation_complaint_rate": 0.003,
+    "spam_words": ["viagra", "casino", "lottery winner", "100% free"],
+    "blocked_domains": [],  # a cap shared by every worker on one relay (SES-style); 0: none
 }
 
 

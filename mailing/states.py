@@ -65,7 +65,7 @@ ACTIONS: dict[str, Action] = {
     a.name: a
     for a in [
         _a("launch", {S.DRAFT}, S.ACCEPTED, _l("launched")),
-        _a("hold", {S.DRAFT}, S.MODERATION, _l("sent to moderation"), user=False),
+        _a("hold", {S.DRAFT, S.SCHEDULED}, S.MODERATION, _l("sent to moderation"), user=False),
         _a("schedule", {S.DRAFT}, S.SCHEDULED, _l("scheduled")),
         _a("unschedule", {S.SCHEDULED}, S.DRAFT, _l("returned to draft")),
         _a("send_now", {S.SCHEDULED}, S.ACCEPTED, _l("sent now")),
@@ -119,6 +119,25 @@ def refusal(action: str, status: str) -> str:
 
     label = str(LABELS.get(IssueStatus(status), status)).lower()
     return gettext("a %(status)s issue cannot be %(verb)s", status=label, verb=ACTIONS[action].verb)
+
+
+def lock_for(issue_id: int, action: str) -> str:
+    """Lock the issue's row and check that `action` is legal now, before work that must
+    happen in the same transaction as the transition (e.g. forming the audience)."""
+    from .extensions import db
+    from .models import Issue
+
+    issues = Issue.__table__
+    status = db.session.execute(
+        sa.select(issues.c.status).where(issues.c.id == issue_id).with_for_update()
+    ).scalar_one_or_none()
+    if status is None:
+        db.session.rollback()
+        raise IssueNotFound(issue_id)
+    if status not in ACTIONS[action].sources:
+        db.session.rollback()
+        raise IllegalTransition(action, status, refusal(action, status))
+    return status
 
 
 def transition(

@@ -93,3 +93,30 @@ def test_cancel_asks_for_confirmation(ctx, make_user, make_issue, smtp, workers,
     row.locator("button.action-cancel").click()
     page.wait_for_selector(f"#issue-{issue_id}[data-status=cancelled]", timeout=30000)
     assert len(dialogs) == 2 and "cannot be resumed" in dialogs[0]
+
+
+def test_held_issue_is_approved_by_a_moderator_and_sent(ctx, make_user, make_issue, smtp, workers, browser, web):  # noqa: F811
+    issue_id = make_issue(20, subject="Casino night")  # a spam word: the pre-send check holds it
+    editor, epw = make_user("editor")
+    moderator, mpw = make_user("moderator")
+    workers.start(1)
+    page = browser.new_page()
+    log_in(page, web, editor.email, epw)
+    page.goto(f"{web}/issues/{issue_id}")
+    page.check("input[value=now]")
+    page.click("#launch")
+    page.wait_for_url(web + "/")
+    row = page.locator(f"#issue-{issue_id}")
+    assert row.get_attribute("data-status") == "moderation"
+    assert "casino" in row.inner_text()
+    assert page.locator(".held-count").inner_text() == "1"
+    page.context.clear_cookies()
+    log_in(page, web, moderator.email, mpw)
+    page.goto(f"{web}/moderation")
+    held = page.locator(f"#held-{issue_id}")
+    assert "spam_words" in held.inner_text() and editor.email in held.inner_text()
+    screenshot(page, "moderation-queue")
+    held.locator("button.approve").click()
+    page.goto(web + "/")
+    page.wait_for_selector(f"#issue-{issue_id}[data-status=sent]", timeout=60000)
+    assert len(smtp.handler.counts()) == 20

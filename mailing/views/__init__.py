@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, jsonify, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -66,9 +67,9 @@ def forbidden() -> Any:
 
 
 def register(app: Flask) -> None:
-    from . import api, auth, outgoing, sandbox, stoplists, unsubscribe
+    from . import api, auth, moderation, outgoing, sandbox, stoplists, unsubscribe
 
-    for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp):
+    for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp):
         app.register_blueprint(bp)
 
     @app.before_request
@@ -83,9 +84,14 @@ def register(app: Flask) -> None:
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
+        from ..models import Issue
         from ..queries import progress
 
-        return {"STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
+        held = 0
+        if current_user.is_authenticated:
+            held = db.session.scalar(
+                sa.select(sa.func.count()).select_from(Issue).where(Issue.status == "moderation")) or 0
+        return {"held_count": held, "STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
                 "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
                 "available_actions": available_actions, "issue_progress": progress}
 

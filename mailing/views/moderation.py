@@ -1,0 +1,197 @@
+"""The moderators' queue, the support staff's recipient lookup, and the admin pages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DecimalField,
+    EmailField,
+    IntegerField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Email, Length, NumberRange
+
+from .. import lifecycle, queries, settings
+from ..extensions import db
+from ..models import Delivery, Issue, JournalEvent, Role, Sender, User
+from . import READERS, error, roles
+
+bp = Blueprint("moderation", __name__)
+MODERATORS = (Role.ADMIN, Role.MODERATOR)
+
+
+@bp.get("/moderation")
+@roles(*READERS)
+def queue() -> Any:
+    """Held issues, oldest first, with the rules they failed and a sample of recipients."""
+    held = db.session.scalars(sa.select(Issue).where(Issue.status == "moderation")
+                              .order_by(Issue.updated_at, Issue.id)).all()
+    items = []
+    for issue in held:
+        hold = db.session.scalar(sa.select(JournalEvent).where(
+            JournalEvent.issue_id == issue.id, JournalEvent.event == "hold").order_by(JournalEvent.id.desc()).limit(1))
+        sample = db.session.execute(sa.select(Delivery.email, Delivery.name).where(
+            Delivery.issue_id == issue.id, Delivery.state == "pending").order_by(Delivery.id).limit(10)).all()
+        launcher = db.session.get(User, issue.launched_by_id) if issue.launched_by_id else None
+        items.append({"issue": issue, "failures": (hold.details or {}).get("failed_rules", []) if hold else [],
+                      "sample": sample, "launcher": launcher})
+    return render_template("moderation/queue.html", items=items)
+
+
+@bp.post("/moderation/<int:issue_id>/approve")
+@roles(*MODERATORS)
+def approve(issue_id: int) -> Any:
+    db.get_or_404(Issue, issue_id)
+    lifecycle.approve(issue_id, current_user, request.form.get("comment", "")[:2000])
+    flash(_("Approved: the issue goes out after the launch delay."))
+    return redirect(url_for("moderation.queue"))
+
+
+@bp.post("/moderation/<int:issue_id>/reject")
+@roles(*MODERATORS)
+def reject(issue_id: int) -> Any:
+    db.get_or_404(Issue, issue_id)
+    try:
+        lifecycle.reject(issue_id, current_user, request.form.get("comment", "")[:2000])
+    except lifecycle.LaunchError as exc:
+        return error(400, exc.field, exc.message)
+    flash(_("Rejected: the issue is back in drafts with your comment."))
+    return redirect(url_for("moderation.queue"))
+
+
+@bp.get("/lookup")
+@roles(*READERS)
+def lookup() -> Any:
+    """Everything that happened to one person: every issue they were in, and why."""
+    q = (request.args.get("q") or "").strip()[:254]
+    timeline, stops = queries.recipient_timeline(q) if q else ([], [])
+    return render_template("moderation/lookup.html", q=q, timeline=timeline, stops=stops)
+
+
+# --- admin ----------------------------------------------------------------------
+
+class SettingsForm(FlaskForm):
+    launch_delay_seconds = IntegerField("Launch delay (s)", validators=[NumberRange(0, 3600)])
+    edit_lock_minutes = IntegerField("Edit lock before a scheduled send (min)", validators=[NumberRange(0, 1440)])
+    late_start_grace_seconds = IntegerField("Late-start grace (s)", validators=[NumberRange(0, 86400)])
+    relay_rate_per_second = IntegerField("Relay cap, messages per second (0: none)", validators=[NumberRange(0, 100000)])
+    per_sender_unsubscribe = BooleanField("Unsubscribes stop only that sender's letters")
+    moderation_growth_factor = DecimalField("Hold when the audience exceeds N × the sender's largest recent issue",
+                                            validators=[NumberRange(1, 1000)])
+    moderation_max_audience = IntegerField("Hold when the audience exceeds (0: no cap)", validators=[NumberRange(0)])
+    moderation_fresh_share = DecimalField("Hold when this share never got a letter from us (0–1)",
+                                          validators=[NumberRange(0, 1)])
+    moderation_bounce_rate = DecimalField("Hold when the sender's bounce rate exceeds (0–1)", validators=[NumberRange(0, 1)])
+    moderation_complaint_rate = DecimalField("Hold when the sender's complaint rate exceeds (0–1)",
+                                             validators=[NumberRange(0, 1)])
+    spam_words = TextAreaField("Spam words (one per line)", validators=[Length(max=100_000)])
+    blocked_domains = TextAreaField("Blocklisted link domains (one per line)", validators=[Length(max=100_000)])
+
+
+LIST_SETTINGS = ("spam_words", "blocked_domains")
+
+
+@bp.route("/admin/settings", methods=["GET", "POST"])
+@roles(Role.ADMIN)
+def admin_settings() -> Any:
+    form = SettingsForm()
+    if request.method == "GET":
+        for name, field in form._fields.items():
+            if name in settings.DEFAULTS:
+                value = settings.get(name)
+                field.data = "\n".join(value) if name in LIST_SETTINGS else value
+    elif form.validate_on_submit():
+        changed = {}
+        for name, field in form._fields.items():
+            if name not in settings.DEFAULTS:
+                continue
+            value: Any = field.data
+            if name in LIST_SETTINGS:
+                value = [line.strip() for line in (value or "").splitlines() if line.strip()]
+            elif isinstance(field, DecimalField):
+                value = float(value)
+            if value != settings.get(name):
+                changed[name] = value
+                settings.put(name, value)
+        from ..states import record
+
+        record(None, "settings", actor=current_user, details={"changed": json.loads(json.dumps(changed, default=str))})
+        db.session.commit()
+        flash(_("Settings saved."))
+        return redirect(url_for("moderation.admin_settings"))
+    return render_template("admin/settings.html", form=form), 400 if form.errors else 200
+
+
+class UserForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
+    role = SelectField("Role", choices=[r.value for r in Role])
+    password = StringField("Password", validators=[DataRequired(), Length(min=10, max=200)])
+
+
+@bp.route("/admin/users", methods=["GET", "POST"])
+@roles(Role.ADMIN)
+def admin_users() -> Any:
+    form = UserForm()
+    if form.validate_on_submit():
+        email = form.email.data.strip().lower()
+        if db.session.scalar(sa.select(User).where(User.email == email)):
+            form.email.errors.append(_("A user with this email exists."))
+        else:
+            user = User(email=email, role=form.role.data)
+            user.set_password(form.password.data)
+            db.session.add(user)
+            db.session.commit()
+            return redirect(url_for("moderation.admin_users"))
+    users = db.session.scalars(sa.select(User).order_by(User.email)).all()
+    return render_template("admin/users.html", form=form, users=users, roles=[r.value for r in Role]), \
+        400 if form.errors else 200
+
+
+@bp.post("/admin/users/<int:user_id>/role")
+@roles(Role.ADMIN)
+def admin_user_role(user_id: int) -> Any:
+    user = db.get_or_404(User, user_id)
+    role = request.form.get("role", "")
+    if role not in [r.value for r in Role]:
+        return error(400, "role", _("Unknown role."))
+    if user.id == current_user.id and role != Role.ADMIN:
+        return error(409, "role", _("You cannot take away your own admin role."))
+    user.role = role
+    db.session.commit()
+    return redirect(url_for("moderation.admin_users"))
+
+
+class SenderForm(FlaskForm):
+    name = StringField("From name", validators=[DataRequired(), Length(max=200)])
+    email = EmailField("From address", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
+
+
+@bp.route("/admin/senders", methods=["GET", "POST"])
+@roles(Role.ADMIN)
+def admin_senders() -> Any:
+    from ..letter import clean_header_value
+
+    form = SenderForm()
+    if form.validate_on_submit():
+        email = form.email.data.strip()
+        if db.session.scalar(sa.select(Sender).where(Sender.email == email)):
+            form.email.errors.append(_("This sender exists."))
+        else:
+            db.session.add(Sender(name=clean_header_value(form.name.data), email=email))
+            db.session.commit()
+            return redirect(url_for("moderation.admin_senders"))
+    senders = db.session.scalars(sa.select(Sender).order_by(Sender.name)).all()
+    return render_template("admin/senders.html", form=form, senders=senders), 400 if form.errors else 200
+
+
+
