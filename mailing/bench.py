@@ -553,3 +553,63 @@ def bench_dashboard(n_issues: int, pollers: int, duration: float) -> None:
         if web is not None:
             stop_tree(web, 5)
         stack.close()
+
+
+@bench.command("import")
+@click.option("--rows", default=1_000_000, type=int)
+def bench_import(rows: int) -> None:
+    """A CSV of N contacts (email, name, phone, an extra column) imported into a list."""
+    stack = Stack("", {})
+    try:
+        path = stack.dir / "contacts.csv"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("email,name,phone,city\n")
+            for i in range(rows):
+                f.write(f"user{i:07d}@Example.org,Reader {i},+7912{i % 10_000_000:07d},City {i % 100}\n")
+        with stack.app_context():
+            from .contacts import run_import
+            from .extensions import db
+            from .models import ContactImport, ContactList
+
+            lst = ContactList(name="bench import")
+            db.session.add(lst)
+            db.session.flush()
+            imp = ContactImport(list_id=lst.id, path=str(path), filename="contacts.csv",
+                                size_bytes=path.stat().st_size, rejected=[])
+            db.session.add(imp)
+            db.session.commit()
+            _reset_peak_rss()
+            started = time.time()
+            imp = run_import(imp.id, "RU")
+            seconds = time.time() - started
+            emit({"rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds),
+                  "imported": imp.imported, "updated": imp.updated, "rejected": imp.rejected_count,
+                  "peak_rss_mb": round(_peak_rss_mb(), 1)})
+    finally:
+        stack.close()
+
+
+@bench.command("stoplist")
+@click.option("--lines", default=100_000, type=int)
+def bench_stoplist(lines: int) -> None:
+    """A paste of N lines (emails, phones, some rubbish) into Blocked manually."""
+    stack = Stack("", {})
+    try:
+        text = "\n".join(
+            f"person{i}@Example.org" if i % 10 else (f"+7 912 {i % 1000:03d}-{i % 100:02d}-{i % 97:02d}" if i % 20 else "rubbish")
+            for i in range(lines))
+        with stack.app_context():
+            from . import stoplists
+            from .extensions import db
+            from .models import StopList
+
+            stoplists.ensure_system_lists()
+            db.session.commit()
+            blocked = db.session.scalar(sa.select(StopList).where(StopList.code == "blocked"))
+            started = time.time()
+            report = stoplists.add_pasted(blocked, text, actor="bench", source="ui", region="RU")
+            seconds = time.time() - started
+        emit({"lines": lines, "seconds": round(seconds, 2), "added": report.added, "already": report.already,
+              "rejected": len(report.rejected)})
+    finally:
+        stack.close()

@@ -265,6 +265,34 @@ class StopEvent(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 
 
+class ContactImport(db.Model):
+    """A CSV import into a list, run by an RQ job; its counters are the progress bar."""
+
+    __tablename__ = "contact_imports"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("contact_lists.id", ondelete="CASCADE"))
+    path: so.Mapped[str] = so.mapped_column(sa.String(500))
+    filename: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
+    state: so.Mapped[str] = so.mapped_column(sa.String(12), default="queued")  # queued|running|done|failed
+    size_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    read_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    imported: so.Mapped[int] = so.mapped_column(default=0)
+    updated: so.Mapped[int] = so.mapped_column(default=0)
+    skipped: so.Mapped[int] = so.mapped_column(default=0)
+    rejected: so.Mapped[list[Any]] = so.mapped_column(sa.JSON, default=list)  # [line, text, reason], capped
+    rejected_count: so.Mapped[int] = so.mapped_column(default=0)
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    finished_at: so.Mapped[datetime | None]
+
+    @property
+    def percent(self) -> int:
+        if self.state == "done":
+            return 100
+        return int(self.read_bytes * 100 / self.size_bytes) if self.size_bytes else 0
+
+
 class Setting(db.Model):
     """Admin settings changeable at run time (launch delay, edit lock, ...)."""
 

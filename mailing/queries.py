@@ -222,3 +222,28 @@ def recipient_timeline(q: str) -> tuple[list[TimelineRow], list]:
     stops = db.session.execute(sa.select(StopList.name, StopEntry.value, StopEntry.created_at, StopEntry.source)
                                .join(StopList).where(StopEntry.value.in_(values))).all() if values else []
     return timeline, stops
+
+
+def audience_preview(issue: Issue) -> dict:
+    """Who will get it: the list's size and how many each stop-list excludes, before launch."""
+    from .models import Contact, StopEntry, StopList, list_members
+
+    if issue.list_id is None:
+        return {"members": 0, "excluded": [], "recipients": 0}
+    members = db.session.scalar(sa.select(sa.func.count()).select_from(list_members)
+                                .join(Contact, Contact.id == list_members.c.contact_id)
+                                .where(list_members.c.list_id == issue.list_id, Contact.email.is_not(None))) or 0
+    excluded = db.session.execute(
+        sa.select(StopList.name, sa.func.count(sa.distinct(Contact.id)))
+        .select_from(list_members).join(Contact, Contact.id == list_members.c.contact_id)
+        .join(StopEntry, sa.and_(StopEntry.value == Contact.email, StopEntry.kind == "email",
+                                 sa.or_(StopEntry.sender_id.is_(None), StopEntry.sender_id == issue.sender_id)))
+        .join(StopList, StopList.id == StopEntry.list_id)
+        .where(list_members.c.list_id == issue.list_id).group_by(StopList.name)).all()
+    blocked_any = db.session.scalar(
+        sa.select(sa.func.count(sa.distinct(Contact.id))).select_from(list_members)
+        .join(Contact, Contact.id == list_members.c.contact_id)
+        .join(StopEntry, sa.and_(StopEntry.value == Contact.email, StopEntry.kind == "email",
+                                 sa.or_(StopEntry.sender_id.is_(None), StopEntry.sender_id == issue.sender_id)))
+        .where(list_members.c.list_id == issue.list_id)) or 0
+    return {"members": members, "excluded": excluded, "recipients": members - blocked_any}

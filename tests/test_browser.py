@@ -120,3 +120,30 @@ def test_held_issue_is_approved_by_a_moderator_and_sent(ctx, make_user, make_iss
     page.goto(web + "/")
     page.wait_for_selector(f"#issue-{issue_id}[data-status=sent]", timeout=60000)
     assert len(smtp.handler.counts()) == 20
+
+
+def test_paste_into_a_stop_list_shows_the_report(ctx, make_user, browser, web):  # noqa: F811
+    import sqlalchemy as sa
+
+    from mailing.extensions import db
+    from mailing.models import StopList
+
+    blocked = db.session.scalar(sa.select(StopList.id).where(StopList.code == "blocked"))
+    db.session.commit()
+    user, pw = make_user("editor")
+    page = browser.new_page()
+    log_in(page, web, user.email, pw)
+    page.goto(f"{web}/stoplists/{blocked}")
+    page.fill("textarea[name=items]", "ann@example.org\nnot an address\nbob@example.org; +7 912 345-67-89\nann@example.org")
+    page.click("form.add button.primary")
+    assert "Tick the box" in page.content(), "confirmation is required"
+    page.fill("textarea[name=items]", "ann@example.org\nnot an address\nbob@example.org; +7 912 345-67-89\nann@example.org")
+    page.check("input[name=confirm]")
+    page.click("form.add button.primary")
+    report = page.locator("section.report")
+    assert "Added: 3" in report.inner_text() and "rejected: 2" in report.inner_text()
+    rows = page.locator("table.rejected tbody tr")
+    assert rows.count() == 2 and "not an address" in rows.nth(0).inner_text()
+    entries = page.locator("table.entries").inner_text()
+    assert "ann@example.org" in entries and "+79123456789" in entries
+    screenshot(page, "stoplist-report")

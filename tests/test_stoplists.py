@@ -149,3 +149,13 @@ def test_launch_excludes_stopped_addresses_by_list(ctx, make_issue, make_user):
     rows = {d.email: d for d in deliveries_of(issue_id)}
     assert rows["b@example.org"].state == "suppressed" and rows["b@example.org"].reason == "Blocked manually"
     assert rows["a@example.org"].state == "pending"
+
+
+def test_who_will_get_it_before_launch(ctx, client, login, make_issue, make_user):
+    issue_id = make_issue(3, emails=["a@example.org", "b@example.org", "c@example.org"])
+    user, _ = make_user("editor")
+    stoplists.add_pasted(system("blocked"), "b@example.org", actor=user, source="ui", region="RU")
+    stoplists.add_pasted(system("unsubscribed"), "c@example.org\nb@example.org", actor=user, source="ui", region="RU")
+    login("support")
+    html = client.get(f"/issues/{issue_id}").data.decode()
+    assert "1 of 3" in html and "“Blocked manually”: 1" in html and "“Unsubscribed from all”: 2" in html

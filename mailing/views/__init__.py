@@ -67,9 +67,10 @@ def forbidden() -> Any:
 
 
 def register(app: Flask) -> None:
-    from . import api, auth, moderation, outgoing, sandbox, stoplists, unsubscribe
+    from . import api, auth, contacts, moderation, outgoing, sandbox, stoplists, unsubscribe
 
-    for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp):
+    for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
+               contacts.bp):
         app.register_blueprint(bp)
 
     @app.before_request

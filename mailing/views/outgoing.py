@@ -171,6 +171,8 @@ def show(issue_id: int) -> Any:
                            "locked": queries.edit_lock_reason(issue)}
     if tab == "details":
         ctx["journal"] = queries.issue_journal(issue.id)
+        if issue.status in ("draft", "scheduled"):
+            ctx["preview_audience"] = queries.audience_preview(issue)
     elif tab == "responses":
         ctx["groups"] = queries.reply_groups(issue.id)
         code = request.args.get("code", type=int)

@@ -1,0 +1,251 @@
+"""Subscribers: contacts (search, card, edit), lists, and CSV imports with live progress."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import EmailField, StringField
+from wtforms.validators import DataRequired, Email, Length, Optional
+
+from .. import contacts, queueing, stoplists
+from ..extensions import db
+from ..models import Contact, ContactImport, ContactList, StopEntry, StopList, list_members
+from . import EDITORS, READERS, error, roles
+
+bp = Blueprint("contacts", __name__)
+
+
+class ContactForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
+    name = StringField("Name", validators=[Optional(), Length(max=200)])
+    phone = StringField("Phone", validators=[Optional(), Length(max=40)])
+
+
+class ListForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+
+
+class ImportForm(FlaskForm):
+    file = FileField("CSV file (email, name, phone, any other columns)", validators=[FileRequired()])
+
+
+def _save_contact(form: ContactForm, contact: Contact) -> bool:
+    try:
+        email = stoplists.normalise_email(form.email.data)
+    except Exception as exc:  # email-validator's message is the user's answer
+        form.email.errors.append(str(exc))
+        return False
+    try:
+        phone = contacts.normalise_phone(form.phone.data or "", current_app.config["DEFAULT_PHONE_REGION"])
+    except ValueError as exc:
+        form.phone.errors.append(str(exc))
+        return False
+    clash = db.session.scalar(sa.select(Contact.id).where(Contact.email == email, Contact.id != (contact.id or 0)))
+    if clash:
+        form.email.errors.append(_("Another contact has this address."))
+        return False
+    contact.email, contact.phone, contact.name = email, phone, (form.name.data or "").strip()
+    return True
+
+
+@bp.get("/contacts")
+@roles(*READERS)
+def index() -> Any:
+    q = (request.args.get("q") or "").strip()[:254]
+    before = request.args.get("before", type=int)
+    rows, next_before = contacts.search_page(q, before)
+    return render_template("contacts/index.html", rows=rows, q=q, next_before=next_before, form=ContactForm())
+
+
+@bp.post("/contacts")
+@roles(*EDITORS)
+def create() -> Any:
+    form = ContactForm()
+    contact = Contact(attributes={})
+    if form.validate_on_submit() and _save_contact(form, contact):
+        db.session.add(contact)
+        db.session.commit()
+        return redirect(url_for("contacts.card", contact_id=contact.id))
+    rows, next_before = contacts.search_page()
+    return render_template("contacts/index.html", rows=rows, q="", next_before=next_before, form=form), 400
+
+
+@bp.route("/contacts/<int:contact_id>", methods=["GET", "POST"])
+@roles(*READERS)
+def card(contact_id: int) -> Any:
+    contact = db.get_or_404(Contact, contact_id)
+    form = ContactForm(obj=contact)
+    if request.method == "POST":
+        if current_user.role not in EDITORS:
+            return error(403, "forbidden", "Your role does not allow this.")
+        if form.validate_on_submit() and _save_contact(form, contact):
+            db.session.commit()
+            flash(_("Saved."))
+            return redirect(url_for("contacts.card", contact_id=contact.id))
+    values = [v for v in (contact.email, contact.phone) if v]
+    in_lists = db.session.execute(sa.select(StopList, StopEntry).join(StopEntry)
+                                  .where(StopEntry.value.in_(values))).all() if values else []
+    lists = db.session.scalars(sa.select(ContactList).join(list_members)
+                               .where(list_members.c.contact_id == contact.id)).all()
+    all_stoplists = db.session.scalars(sa.select(StopList).order_by(StopList.id)).all()
+    return render_template("contacts/card.html", contact=contact, form=form, stops=in_lists, lists=lists,
+                           all_stoplists=all_stoplists), 400 if form.errors else 200
+
+
+@bp.post("/contacts/<int:contact_id>/delete")
+@roles(*EDITORS)
+def delete(contact_id: int) -> Any:
+    """The contact goes; its stop-list entries stay (they name the address, not the contact)."""
+    contact = db.get_or_404(Contact, contact_id)
+    db.session.delete(contact)
+    db.session.commit()
+    flash(_("Contact deleted; its stop-list entries stay."))
+    return redirect(url_for("contacts.index"))
+
+
+@bp.post("/contacts/<int:contact_id>/stoplists")
+@roles(*EDITORS)
+def stoplist_add(contact_id: int) -> Any:
+    contact = db.get_or_404(Contact, contact_id)
+    stop = db.session.get(StopList, request.form.get("list_id", type=int) or 0)
+    if stop is None:
+        return error(400, "list_id", _("Choose a stop-list."))
+    text = "\n".join(v for v in (contact.email, contact.phone) if v)
+    stoplists.add_pasted(stop, text, actor=current_user, source="card",
+                         region=current_app.config["DEFAULT_PHONE_REGION"])
+    return redirect(url_for("contacts.card", contact_id=contact.id))
+
+
+@bp.post("/contacts/<int:contact_id>/stoplists/<int:entry_id>/remove")
+@roles(*EDITORS)
+def stoplist_remove(contact_id: int, entry_id: int) -> Any:
+    db.get_or_404(Contact, contact_id)
+    entry = db.get_or_404(StopEntry, entry_id)
+    stop = db.session.get(StopList, entry.list_id)
+    try:
+        stoplists.remove_entries(stop, [entry.id], actor=current_user, source="card")
+    except stoplists.QuotaExceeded as exc:
+        return error(409, "quota", str(exc))
+    return redirect(url_for("contacts.card", contact_id=contact_id))
+
+
+# --- lists ------------------------------------------------------------------------
+
+@bp.get("/lists")
+@roles(*READERS)
+def lists() -> Any:
+    rows = db.session.scalars(sa.select(ContactList).order_by(ContactList.name)).all()
+    return render_template("contacts/lists.html", lists=rows, sizes=contacts.list_sizes(), form=ListForm())
+
+
+@bp.post("/lists")
+@roles(*EDITORS)
+def list_create() -> Any:
+    form = ListForm()
+    if not form.validate_on_submit():
+        return error(400, "name", "; ".join(form.name.errors))
+    if db.session.scalar(sa.select(ContactList.id).where(ContactList.name == form.name.data.strip())):
+        return error(409, "name", _("A list with this name exists."))
+    lst = ContactList(name=form.name.data.strip())
+    db.session.add(lst)
+    db.session.commit()
+    return redirect(url_for("contacts.list_show", list_id=lst.id))
+
+
+@bp.get("/lists/<int:list_id>")
+@roles(*READERS)
+def list_show(list_id: int) -> Any:
+    lst = db.get_or_404(ContactList, list_id)
+    before = request.args.get("before", type=int)
+    stmt = (sa.select(Contact).join(list_members).where(list_members.c.list_id == lst.id)
+            .order_by(Contact.id.desc()).limit(51))
+    if before:
+        stmt = stmt.where(Contact.id < before)
+    rows = list(db.session.scalars(stmt))
+    imports = db.session.scalars(sa.select(ContactImport).where(ContactImport.list_id == lst.id)
+                                 .order_by(ContactImport.id.desc()).limit(10)).all()
+    return render_template("contacts/list.html", lst=lst, rows=rows[:50],
+                           next_before=rows[49].id if len(rows) > 50 else None, imports=imports,
+                           rename_form=ListForm(name=lst.name), import_form=ImportForm(),
+                           size=contacts.list_sizes().get(lst.id, 0))
+
+
+@bp.post("/lists/<int:list_id>/rename")
+@roles(*EDITORS)
+def list_rename(list_id: int) -> Any:
+    lst = db.get_or_404(ContactList, list_id)
+    form = ListForm()
+    if not form.validate_on_submit():
+        return error(400, "name", "; ".join(form.name.errors))
+    lst.name = form.name.data.strip()
+    db.session.commit()
+    return redirect(url_for("contacts.list_show", list_id=lst.id))
+
+
+@bp.post("/lists/<int:list_id>/delete")
+@roles(*EDITORS)
+def list_delete(list_id: int) -> Any:
+    from ..models import Issue
+
+    lst = db.get_or_404(ContactList, list_id)
+    if db.session.scalar(sa.select(Issue.id).where(Issue.list_id == lst.id).limit(1)):
+        return error(409, "in_use", _("Issues use this list; it cannot be deleted."))
+    contacts.delete_list(lst)
+    return redirect(url_for("contacts.lists"))
+
+
+@bp.post("/lists/<int:list_id>/add")
+@roles(*EDITORS)
+def list_add(list_id: int) -> Any:
+    """Add contacts by hand: one address per line; unknown addresses become contacts."""
+    lst = db.get_or_404(ContactList, list_id)
+    good, bad = [], []
+    for number, line in enumerate((request.form.get("emails") or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            good.append({"email": stoplists.normalise_email(line), "name": "", "phone": None, "attributes": {}})
+        except Exception as exc:
+            bad.append(f"line {number}: {exc}")
+    imported, updated = contacts.upsert(list({r["email"]: r for r in good}.values()), lst.id)
+    db.session.commit()
+    flash(_("Added %(n)s contacts (%(new)s new).", n=imported + updated, new=imported)
+          + (" " + "; ".join(bad[:20]) if bad else ""))
+    return redirect(url_for("contacts.list_show", list_id=lst.id))
+
+
+@bp.post("/lists/<int:list_id>/import")
+@roles(*EDITORS)
+def list_import(list_id: int) -> Any:
+    lst = db.get_or_404(ContactList, list_id)
+    form = ImportForm()
+    if not form.validate_on_submit():
+        return error(400, "file", "; ".join(form.file.errors) or _("Choose a CSV file."))
+    folder = Path(current_app.instance_path) / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.csv"
+    form.file.data.save(path)
+    imp = ContactImport(list_id=lst.id, path=str(path), filename=(form.file.data.filename or "")[:300],
+                        size_bytes=path.stat().st_size, created_by_id=current_user.id, rejected=[])
+    db.session.add(imp)
+    db.session.commit()
+    queueing.enqueue("jobs.imports.import_csv", imp.id)
+    return redirect(url_for("contacts.import_show", import_id=imp.id))
+
+
+@bp.get("/imports/<int:import_id>")
+@roles(*READERS)
+def import_show(import_id: int) -> Any:
+    imp = db.get_or_404(ContactImport, import_id)
+    template = "contacts/_import.html" if request.headers.get("HX-Request") else "contacts/import.html"
+    return render_template(template, imp=imp)
+
+
