@@ -7,10 +7,10 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
 import sqlalchemy as sa
 from email_validator import EmailNotValidError
 
+from . import stoplists
 from .extensions import db
 from .models import Contact, ContactImport, ContactList, list_members, utcnow
 from .stoplists import normalise_email
@@ -20,16 +20,14 @@ MAX_REJECTED_KEPT = 10_000
 
 
 def normalise_phone(value: str, region: str) -> str | None:
+    """A contact's phone in E.164; empty stays empty."""
     value = (value or "").strip()
     if not value:
         return None
     try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException as exc:
+        return stoplists.normalise_phone(value, region)
+    except ValueError as exc:
         raise ValueError(f"phone: {exc}") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("phone: not a valid number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def search_page(q: str = "", before: int | None = None, per_page: int = 50) -> tuple[list[Contact], int | None]:

@@ -247,13 +247,12 @@ def next_retry_at(issue_id: int) -> datetime | None:
     )
 
 
-def stop_waiting(issue_id: int) -> int:
-    """Cancel: every recipient not yet handed to the relay gets `stopped_manually`,
-    in one set-based update; the counter moves in the same transaction."""
+def _mark_stopped(issue_id: int, *conditions: Any) -> int:
+    """Set `stopped_manually` on the issue's deliveries matching `conditions`, in one
+    set-based update, and move the counter in the same transaction."""
     n = db.session.execute(
         sa.update(deliveries)
-        .where(deliveries.c.issue_id == issue_id,
-               deliveries.c.state.in_([D.PENDING, D.DEFERRED]))
+        .where(deliveries.c.issue_id == issue_id, *conditions)
         .values(state=D.STOPPED, reason="stopped_manually", lease_owner=None,
                 lease_until=None, next_attempt_at=None, updated_at=utcnow())
     ).rowcount
@@ -265,22 +264,14 @@ def stop_waiting(issue_id: int) -> int:
     return n
 
 
+def stop_waiting(issue_id: int) -> int:
+    """Cancel: every recipient not yet handed to the relay gets `stopped_manually`."""
+    return _mark_stopped(issue_id, deliveries.c.state.in_([D.PENDING, D.DEFERRED]))
+
+
 def expire_stale_sending(issue_id: int) -> int:
     """For a stopping issue: recipients whose runner died count as not handed over."""
-    now = utcnow()
-    n = db.session.execute(
-        sa.update(deliveries)
-        .where(deliveries.c.issue_id == issue_id, deliveries.c.state == D.SENDING,
-               deliveries.c.lease_until < now)
-        .values(state=D.STOPPED, reason="stopped_manually", lease_owner=None, lease_until=None,
-                updated_at=now)
-    ).rowcount
-    if n:
-        db.session.execute(
-            sa.update(issues).where(issues.c.id == issue_id)
-            .values(stopped_count=issues.c.stopped_count + n)
-        )
-    return n
+    return _mark_stopped(issue_id, deliveries.c.state == D.SENDING, deliveries.c.lease_until < utcnow())
 
 
 @dataclass

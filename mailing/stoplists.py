@@ -141,13 +141,18 @@ def parse_item(text: str, region: str) -> tuple[str, str]:
             raise ValueError(str(exc)) from None
     if not re.fullmatch(r"[+\d\s().-]{5,}", text):
         raise ValueError("neither an email address nor a phone number")
+    return "phone", normalise_phone(text, region)
+
+
+def normalise_phone(value: str, region: str) -> str:
+    """E.164, or ValueError saying why the number is not one."""
     try:
-        number = phonenumbers.parse(text, region)
+        number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"not a phone number: {exc}") from None
     if not phonenumbers.is_valid_number(number):
         raise ValueError("not a valid phone number")
-    return "phone", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def parse_paste(text: str, region: str) -> tuple[list[tuple[str, str]], list[Rejected]]:
