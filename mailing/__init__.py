@@ -22,8 +22,9 @@ def _locale() -> str | None:
 
 
 def _sqlite_setup(app: Flask) -> None:
-    """SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE so that a transaction that
-    reads then writes never fails on a snapshot another writer moved."""
+    """SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for anything that may write, so
+    that a transaction that reads then writes never fails on a snapshot another writer
+    moved. GET requests only read."""
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         return
     with app.app_context():
@@ -36,12 +37,18 @@ def _sqlite_setup(app: Flask) -> None:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA cache_size=-32768")  # 32 MB: index inserts of big launches stay in memory
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Pages that only read (GET) take no write lock, so polling never queues
+            # behind the engine; everything else reserves the lock up front.
+            if has_request_context() and request.method in ("GET", "HEAD"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

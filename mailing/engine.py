@@ -62,22 +62,31 @@ def materialise(issue: Issue) -> dict[str, int]:
     Members already in an applicable stop-list are written as `suppressed` with
     the list's name as the reason. The caller commits.
     """
-    reason = applicable_entries_sql("c.email", ":sender_id")
+    params = {"issue_id": issue.id, "list_id": issue.list_id, "sender_id": issue.sender_id, "now": utcnow()}
+    # An EXISTS per row (an index probe) decides the state; the list's name is looked up
+    # afterwards for the suppressed few only, which keeps a million rows to seconds.
     db.session.execute(
         sa.text(
-            f"""
-            INSERT INTO deliveries (issue_id, contact_id, email, name, state, reason, attempts, updated_at)
-            SELECT :issue_id, r.id, r.email, r.name,
-                   CASE WHEN r.reason IS NULL THEN 'pending' ELSE 'suppressed' END,
-                   r.reason, 0, :now
-            FROM (
-                SELECT c.id AS id, c.email AS email, c.name AS name, ({reason}) AS reason
-                FROM list_members m JOIN contacts c ON c.id = m.contact_id
-                WHERE m.list_id = :list_id AND c.email IS NOT NULL
-            ) r
+            """
+            INSERT INTO deliveries (issue_id, contact_id, email, name, state, attempts, updated_at)
+            SELECT :issue_id, c.id, c.email, c.name,
+                   CASE WHEN EXISTS (
+                       SELECT 1 FROM stop_entries e
+                       WHERE e.value = c.email AND e.kind = 'email'
+                         AND (e.sender_id IS NULL OR e.sender_id = :sender_id)
+                   ) THEN 'suppressed' ELSE 'pending' END,
+                   0, :now
+            FROM list_members m JOIN contacts c ON c.id = m.contact_id
+            WHERE m.list_id = :list_id AND c.email IS NOT NULL
             """
         ),
-        {"issue_id": issue.id, "list_id": issue.list_id, "sender_id": issue.sender_id, "now": utcnow()},
+        params,
+    )
+    reason = applicable_entries_sql("deliveries.email", ":sender_id")
+    db.session.execute(
+        sa.text(f"UPDATE deliveries SET reason = ({reason}) "
+                "WHERE issue_id = :issue_id AND state = 'suppressed'"),
+        params,
     )
     counts = dict(
         db.session.execute(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 
 from . import queueing, settings
 from .engine import next_portion_time
@@ -28,7 +29,8 @@ OUTGOING_FILTERS = {
 def outgoing_page(status: str, page: int) -> tuple[list[Issue], bool]:
     """One page of issues, newest first; keyset-free OFFSET is fine at 50 a page
     thanks to the status index, and no delivery is touched."""
-    q = sa.select(Issue).order_by(Issue.id.desc())
+    q = sa.select(Issue).options(so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)) \
+        .order_by(Issue.id.desc())
     wanted = OUTGOING_FILTERS[status]
     if wanted is None:
         q = q.where(Issue.status.not_in([s.value for s in FINAL]))

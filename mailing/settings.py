@@ -11,6 +11,8 @@ DEFAULTS: dict[str, Any] = {
     "launch_delay_seconds": 10,  # seed 001: the window in which Pause guarantees nothing left
     "edit_lock_minutes": 5,  # seed 004: a scheduled issue is locked this long before send_at
     "late_start_grace_seconds": 300,  # a start later than this is interrupted, not silent
+    "default_portion_size": 0,  # spread defaults for new issues: N recipients ...
+    "default_portion_minutes": 0,  # ... every M minutes (0: send all at once)
     "relay_rate_per_second": 0,
     "per_sender_unsubscribe": False,  # unsubscribes stop only the sender's letters
     # The automatic pre-send check (an issue failing any rule waits for a moderator).

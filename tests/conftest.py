@@ -451,6 +451,9 @@ def api_client(client, make_user):
         headers = {"Authorization": f"Bearer {token}"}
 
         class Api:
+            def __init__(self):
+                self.headers = headers
+
             def get(self, path, **kw):
                 return client.get("/api/v1" + path, headers=headers, **kw)
 

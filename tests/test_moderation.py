@@ -37,7 +37,7 @@ def test_a_clean_issue_is_accepted(ctx, make_issue, make_user):
 
 
 @pytest.mark.parametrize("rule", ["audience_growth", "audience_size", "fresh_audience", "no_unsubscribe",
-                                  "spam_words", "blocked_domains", "bounce_rate"])
+                                  "spam_words", "blocked_domains", "bounce_rate", "complaint_rate"])
 def test_each_rule_holds_the_issue_with_its_reason(ctx, make_issue, make_user, rule):
     user, _ = make_user("editor")
     body = '<p>Hi {{ name }}</p><a href="{{ unsubscribe_url }}">u</a>'
@@ -56,6 +56,16 @@ def test_each_rule_holds_the_issue_with_its_reason(ctx, make_issue, make_user, r
     elif rule == "blocked_domains":
         settings.put("blocked_domains", ["bad.example"])
         db.session.get(Issue, issue_id).body_html = body + '<a href="https://www.bad.example/x">x</a>'
+    elif rule == "complaint_rate":
+        previous_issue(make_issue, sender_id, total=100, sent=100)
+        settings.put("moderation_growth_factor", 100)
+        settings.put("moderation_fresh_share", 1.0)
+        from mailing.models import Delivery, StopEvent
+
+        old = db.session.scalar(sa.select(Issue.id).where(Issue.sender_id == sender_id, Issue.id != issue_id))
+        for i in range(3):
+            db.session.add(Delivery(issue_id=old, email=f"angry{i}@example.org", state="sent"))
+            db.session.add(StopEvent(list_id=1, action="add", value=f"angry{i}@example.org", source="complaint"))
     elif rule == "bounce_rate":
         previous_issue(make_issue, sender_id, total=100, sent=60, bounced=40)
         settings.put("moderation_growth_factor", 100)
@@ -193,3 +203,24 @@ def test_recipient_lookup_explains_every_state(ctx, client, login, make_issue, m
     assert "stopped manually" in rows[str(cancelled)]
     assert "suppressed by the stop-list “Blocked manually”" in rows[str(suppressed)]
     assert "Blocked manually: who@example.org" in page and "other@example.org" not in page
+
+
+def test_admin_settings_validate_and_apply(ctx, client, login):
+    login("admin")
+    page = client.get("/admin/settings")
+    assert page.status_code == 200 and b"viagra" in page.data
+    form = {"csrf_token": csrf_from(page.data), "launch_delay_seconds": "-5", "edit_lock_minutes": "5",
+            "late_start_grace_seconds": "300", "default_portion_size": "0", "default_portion_minutes": "0",
+            "relay_rate_per_second": "0", "moderation_growth_factor": "3", "moderation_max_audience": "0",
+            "moderation_fresh_share": "0.5", "moderation_bounce_rate": "0.05",
+            "moderation_complaint_rate": "0.003", "spam_words": "viagra", "blocked_domains": ""}
+    bad = client.post("/admin/settings", data=form)
+    assert bad.status_code == 400 and settings.get("launch_delay_seconds") == 0
+    form.update(launch_delay_seconds="7", default_portion_size="500", default_portion_minutes="10",
+                blocked_domains="bad.example\nworse.example")
+    assert client.post("/admin/settings", data=form).status_code == 302
+    assert settings.get("launch_delay_seconds") == 7
+    assert settings.get("blocked_domains") == ["bad.example", "worse.example"]
+    new = client.get("/issues/new").data.decode()
+    assert re.search(r'<input checked id="spread-\d" name="spread" type="radio" value="portions">', new)
+    assert 'value="500"' in new

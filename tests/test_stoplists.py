@@ -52,6 +52,15 @@ def test_page_adds_with_a_per_line_report_and_needs_confirmation(client, login, 
     r = client.post(f"/stoplists/{blocked.id}/add", data={"items": "a@example.org", "csrf_token": token})
     assert r.status_code == 400 and b"Tick the box" in r.data
     assert db.session.scalar(sa.select(sa.func.count()).select_from(StopEntry)) == 0
+    import io
+
+    upload = client.post(f"/stoplists/{blocked.id}/add", data={
+        "upload": (io.BytesIO(b"email,name\nz@example.org,Zed\nbroken,Nobody\n"), "old.csv"), "confirm": "y",
+        "csrf_token": token}, content_type="multipart/form-data").data.decode()
+    assert "Added: 1" in upload and "rejected: 2" in upload, "the header and the broken line"
+    db.session.execute(sa.delete(StopEntry))
+    db.session.execute(sa.delete(StopEvent))
+    db.session.commit()
     r = client.post(f"/stoplists/{blocked.id}/add", data={
         "items": "a@example.org\nbad line\nb@example.org; a@example.org\n+7 912 345 67 89",
         "confirm": "y", "csrf_token": token})
@@ -98,6 +107,13 @@ def test_system_lists_cannot_be_renamed_deleted_or_cleared_except_blocked(client
     assert system("unsubscribed").name == "Unsubscribed from all"
     api = api_client("editor")
     assert api.post(f"/stoplists/{unsub.id}/clear").status_code == 409
+    headers = api.headers
+    assert client.patch(f"/api/v1/stoplists/{unsub.id}", json={"name": "x"}, headers=headers).status_code == 409
+    assert client.delete(f"/api/v1/stoplists/{unsub.id}", headers=headers).status_code == 409
+    own = client.post("/api/v1/stoplists", json={"name": "Partners"}, headers=headers).json
+    assert client.patch(f"/api/v1/stoplists/{own['id']}", json={"name": "Old partners"},
+                        headers=headers).json["name"] == "Old partners"
+    assert client.delete(f"/api/v1/stoplists/{own['id']}", headers=headers).status_code == 204
     # Own lists can be created, renamed and deleted.
     r = client.post("/stoplists/", data={"name": "Old customers", "csrf_token": token})
     own = db.session.scalar(sa.select(StopList).where(StopList.name == "Old customers"))
@@ -159,3 +175,18 @@ def test_who_will_get_it_before_launch(ctx, client, login, make_issue, make_user
     login("support")
     html = client.get(f"/issues/{issue_id}").data.decode()
     assert "1 of 3" in html and "“Blocked manually”: 1" in html and "“Unsubscribed from all”: 2" in html
+
+
+@pytest.mark.parametrize("address", ["Ann@Example.ORG", "a.b+c@sub.example.org", "x@EXAMPLE.org", "анна@пример.рф",
+                                     "a..b@example.org", ".a@example.org", "a@b", "a@-bad.example",
+                                     "a@exa_mple.org", "a@1.2.3.4", "o'brien@example.org", "a" * 65 + "@example.org"])
+def test_fast_normalisation_agrees_with_email_validator(address):
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        expected = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        with pytest.raises(EmailNotValidError):
+            stoplists.normalise_email(address)
+        return
+    assert stoplists.normalise_email(address) == expected

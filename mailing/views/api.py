@@ -44,9 +44,11 @@ def api(*roles: str):
                 return fail(401, "unauthorized", "The API token is unknown or revoked.")
             if token.user.role not in roles:
                 return fail(403, "forbidden", f"The role {token.user.role} may not do this.")
-            token.last_used_at = utcnow()
+            user = token.user
+            db.session.commit()  # end the read before writing (see create_app's SQLite setup)
+            db.session.execute(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=utcnow()))
             db.session.commit()
-            g.api_user = token.user
+            g.api_user = user
             try:
                 return view(*args, **kwargs)
             except IllegalTransition as exc:
@@ -293,6 +295,42 @@ def clear_entries(list_id: int) -> Any:
     except stoplists.SystemListError as exc:
         return fail(409, "not_clearable", str(exc))
     return jsonify(removed=n)
+
+
+@bp.post("/stoplists")
+@api(*EDITORS)
+def create_stoplist() -> Any:
+    from ..models import StopList
+
+    body = request.get_json(silent=True)
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        return fail(400, "name", 'Send {"name": "..."} (1 to 200 characters).')
+    stop = StopList(name=name.strip())
+    db.session.add(stop)
+    db.session.commit()
+    return jsonify(id=stop.id, name=stop.name, code=None, system=False, entries=0), 201
+
+
+@bp.route("/stoplists/<int:list_id>", methods=["PATCH", "DELETE"])
+@api(*EDITORS)
+def change_stoplist(list_id: int) -> Any:
+    """Rename (PATCH {"name": ...}) or delete a team's own list; system lists refuse both."""
+    from .. import stoplists
+
+    stop = _stoplist(list_id)
+    try:
+        if request.method == "DELETE":
+            stoplists.delete(stop)
+            return "", 204
+        body = request.get_json(silent=True)
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            return fail(400, "name", 'Send {"name": "..."} (1 to 200 characters).')
+        stoplists.rename(stop, name.strip())
+    except stoplists.SystemListError as exc:
+        return fail(409, "system_list", str(exc))
+    return jsonify(id=stop.id, name=stop.name)
 
 
 @bp.post("/complaints")

@@ -84,6 +84,9 @@ class SettingsForm(FlaskForm):
     launch_delay_seconds = IntegerField("Launch delay (s)", validators=[NumberRange(0, 3600)])
     edit_lock_minutes = IntegerField("Edit lock before a scheduled send (min)", validators=[NumberRange(0, 1440)])
     late_start_grace_seconds = IntegerField("Late-start grace (s)", validators=[NumberRange(0, 86400)])
+    default_portion_size = IntegerField("Spread default for new issues: N recipients (0: all at once)",
+                                        validators=[NumberRange(0, 10_000_000)])
+    default_portion_minutes = IntegerField("… every M minutes", validators=[NumberRange(0, 10_080)])
     relay_rate_per_second = IntegerField("Relay cap, messages per second (0: none)", validators=[NumberRange(0, 100000)])
     per_sender_unsubscribe = BooleanField("Unsubscribes stop only that sender's letters")
     moderation_growth_factor = DecimalField("Hold when the audience exceeds N × the sender's largest recent issue",

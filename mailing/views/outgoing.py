@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -119,14 +120,20 @@ def index() -> Any:
 @roles(*READERS)
 def row(issue_id: int) -> Any:
     """The polled partial: one row, from the issue's own counters (never a scan of deliveries)."""
-    issue = db.get_or_404(Issue, issue_id)
+    issue = db.session.get(Issue, issue_id, options=[so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)])
+    if issue is None:
+        abort(404)
     return render_template("outgoing/_issue_row.html", issue=issue, progress=queries.progress(issue))
 
 
 @bp.route("/issues/new", methods=["GET", "POST"])
 @roles(*EDITORS)
 def new() -> Any:
-    form = IssueForm(body_html=DEFAULT_BODY)
+    from .. import settings
+
+    size, minutes = settings.get("default_portion_size"), settings.get("default_portion_minutes")
+    spread = {"spread": "portions", "portion_size": size, "portion_minutes": minutes} if size and minutes else {}
+    form = IssueForm(body_html=DEFAULT_BODY, **spread)
     form.fill_choices()
     if form.validate_on_submit():
         issue = Issue(created_by_id=current_user.id)

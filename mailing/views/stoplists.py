@@ -82,7 +82,12 @@ def add(list_id: int) -> Any:
         return _page(stop, form, status=400)
     text = form.items.data or ""
     if form.upload.data:
-        text += "\n" + form.upload.data.read().decode("utf-8", "replace")
+        # A CSV from another service: the first column of each row, one item per line.
+        import csv
+        import io
+
+        rows = csv.reader(io.StringIO(form.upload.data.read().decode("utf-8-sig", "replace")))
+        text += "\n" + "\n".join(row[0].replace(",", " ").replace(";", " ") if row else "" for row in rows)
         source = "import"
     else:
         source = "ui"
