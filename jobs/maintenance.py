@@ -74,6 +74,22 @@ def tick() -> dict[str, int]:
         return done
 
 
+def run_forever(parent_pid: int, interval: float = 2.0) -> None:
+    """The maintenance process beside a worker: ends when its worker is gone."""
+    import os
+
+    stop = threading.Event()
+
+    def parent_alive() -> None:
+        while not stop.is_set():
+            if os.getppid() != parent_pid:
+                stop.set()
+            time.sleep(1)
+
+    threading.Thread(target=parent_alive, daemon=True).start()
+    loop(interval, stop)
+
+
 def loop(interval: float = 2.0, stop: threading.Event | None = None) -> None:
     """Run tick() every `interval` seconds while holding a short Redis lock, so that
     one worker among many does the pass."""

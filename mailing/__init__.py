@@ -61,7 +61,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config.load(instance))
     if test_config:
         app.config.update(test_config)
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # No session waits for a lock forever, and none sits idle inside a transaction
+        # holding one: a stuck process fails loudly and the maintenance loop moves on.
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {
+            "pool_pre_ping": True,
+            "connect_args": {"options": "-c lock_timeout=20s -c idle_in_transaction_session_timeout=300s"},
+        })
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}}
 

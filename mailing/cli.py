@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import secrets
-import threading
 from pathlib import Path
 
 import click
@@ -54,20 +54,25 @@ def register_cli(app: Flask) -> None:
     @click.option("--name", default=None)
     def worker_cmd(burst: bool, name: str | None) -> None:
         """An RQ worker with its scheduler, plus the maintenance loop (lease reaper)."""
+        import multiprocessing
+
         from rq import Worker
 
         from jobs import get_app
-        from jobs.maintenance import loop
+        from jobs.maintenance import run_forever
 
-        from .queueing import queue
-
+        # The maintenance loop runs in its own process, forked before any thread exists:
+        # RQ forks a process per job, and a fork taken while another thread holds a lock
+        # (a connection pool's, a statement cache's) would leave that lock held forever.
+        maintenance = multiprocessing.get_context("fork").Process(
+            target=run_forever, args=(os.getpid(),), name="outbox-maintenance", daemon=True)
+        maintenance.start()
         get_app()  # preloaded once; forked job processes reuse it
-        stop = threading.Event()
-        t = threading.Thread(target=loop, kwargs={"stop": stop}, daemon=True, name="maintenance")
-        t.start()
         # The worker's own connection: RQ sets a long socket timeout on it for its
         # blocking dequeue, which must not leak into the pool the jobs share.
         import redis
+
+        from .queueing import queue
 
         conn = redis.Redis.from_url(current_app.config["REDIS_URL"])
         q = queue()
@@ -75,7 +80,8 @@ def register_cli(app: Flask) -> None:
         try:
             worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
         finally:
-            stop.set()
+            maintenance.terminate()
+            maintenance.join(5)
 
     @app.cli.command("stack")
     @click.option("--port", envvar="PORT", default=5000, type=int)

@@ -52,7 +52,7 @@ def redis_url():
     assert binary, "redis-server is required (make install installs it)"
     d = Path(tempfile.mkdtemp(prefix="outbox-redis-"))
     sock = d / "redis.sock"
-    proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--save", "",
+    proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--databases", "4096",
                              "--appendonly", "no", "--dir", str(d), "--loglevel", "warning"],
                             stdout=subprocess.DEVNULL)
     url = f"unix://{sock}"
@@ -224,12 +224,16 @@ def smtp():
 
 @pytest.fixture
 def env(database_url, redis_url, smtp, tmp_path, monkeypatch):
-    """The environment shared by the test's app, its workers and its web server."""
+    """The environment shared by the test's app, its workers and its web server. Each test
+    has its own Redis database and queue, so nothing a finished test left running can
+    take this test's jobs or its maintenance lock."""
+    n = next(_counter) % 4095 + 1
+    redis_url = f"{redis_url}?db={n}"
     values = {
         "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SMTP_URL": smtp.url,
         "SECRET_KEY": SECRET, "OUTBOX_INSTANCE": str(tmp_path / "instance"),
         "MAILDIR": str(tmp_path / "maildir"), "BASE_URL": "http://127.0.0.1:5999",
-        "RQ_QUEUE": f"outbox-test-{os.getpid()}", "SEND_CONCURRENCY": "4", "SEND_CHUNK": "50",
+        "RQ_QUEUE": f"outbox-test-{os.getpid()}-{n}", "SEND_CONCURRENCY": "4", "SEND_CHUNK": "50",
         "LEASE_SECONDS": "5", "RETRY_BASE_SECONDS": "0.5", "SMTP_TIMEOUT": "5",
     }
     for k, v in values.items():
