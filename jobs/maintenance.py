@@ -77,8 +77,11 @@ def tick() -> dict[str, int]:
 def run_forever(parent_pid: int, interval: float = 2.0) -> None:
     """The maintenance process beside a worker: ends when its worker is gone."""
     import os
+    import signal
 
     stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
 
     def parent_alive() -> None:
         while not stop.is_set():

@@ -1,5 +1,7 @@
 """`make run`: migrate, seed, then start Redis, the sandbox SMTP server, workers and the
-web server as child processes, and stop every one of them on Ctrl-C."""
+web server as child processes, and stop every one of them on Ctrl-C. The children run in
+sessions of their own, so Ctrl-C reaches the launcher alone and it stops them in order:
+web and workers first (letters in flight finish), Redis last."""
 
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ def start_redis(instance: Path) -> tuple[subprocess.Popen, str]:
         [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
          "--dir", str(instance), "--dbfilename", "redis.rdb", "--save", "60 1",
          "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, start_new_session=True,
     )
     url = f"unix://{sock}"
     import redis
@@ -156,7 +158,8 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
             smtp_port = free_port(2525)
             procs.append(("smtp", subprocess.Popen(
                 [sys.executable, "-m", "mailing.sandbox", "--port", str(smtp_port),
-                 "--maildir", app.config["MAILDIR"]], env=env, stdin=subprocess.DEVNULL)))
+                 "--maildir", app.config["MAILDIR"]], env=env, stdin=subprocess.DEVNULL,
+                start_new_session=True)))
             env["SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}"
         with app.app_context():
             upgrade()
@@ -166,10 +169,11 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
         flask = [sys.executable, "-m", "flask", "--app", "app"]
         for i in range(workers):
             procs.append((f"worker-{i}", subprocess.Popen(flask + ["worker"], env=env,
-                                                            stdin=subprocess.DEVNULL)))
+                                                            stdin=subprocess.DEVNULL,
+                                                            start_new_session=True)))
         procs.append(("web", subprocess.Popen(
             [sys.executable, "-m", "waitress", "--host=127.0.0.1", f"--port={port}", "--threads=16",
-             "app:app"], env=env, stdin=subprocess.DEVNULL)))
+             "app:app"], env=env, stdin=subprocess.DEVNULL, start_new_session=True)))
         print(f"\nOutbox is running at http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         if logins:
             print("Demo logins (also in instance/demo-logins.txt):")
