@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import queue as queuelib
+import selectors
 import socket
-import sys
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +34,14 @@ from .letter import Letter, LetterError, Recipient
 from .models import OPEN_STATES, Delivery, Issue, Sender, utcnow
 from .models import DeliveryState as D
 from .stoplists import applicable_entries_sql, suppressed_among
-from .transport import RelayAuthFailed, RelayConfig, RelayUnavailable, Reply, SmtpConnection
+from .transport import (
+    RelayAuthFailed,
+    RelayConfig,
+    RelayUnavailable,
+    Reply,
+    SmtpConnection,
+    SmtpSession,
+)
 from .unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
@@ -350,6 +357,18 @@ class _Shared:
     in_flight: int = 0
 
 
+@dataclass
+class _Slot:
+    """One relay connection of the send loop and the letter it carries."""
+    conn: SmtpConnection | None = None
+    session: SmtpSession | None = None
+    opening: Future[None] | None = None
+    item: Claimed | None = None
+    mid: str | None = None
+    data: bytes = b""
+    failures: int = 0
+
+
 class Runner:
     """Sends one issue's due recipients until none is left or the issue is halted."""
 
@@ -368,91 +387,196 @@ class Runner:
         self.redis = queueing.redis_connection()
         self.halt_key = queueing.halt_key(issue_id)
         self.shared = _Shared()
-        self.work: queuelib.Queue[Claimed | None] = queuelib.Queue()
+        self.work: deque[Claimed] = deque()
+        self.closing = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self.rate_limit = 0
         self.relay_key = ""
         self._rate_read = 0.0
 
-    # A thread's life: one SMTP connection, one message at a time; the halt event is
-    # checked before each message starts.
-    def _thread(self, letter: Letter, relay: RelayConfig, sender_email: str) -> None:
-        conn = SmtpConnection(relay)
+    # --- the send loop: one thread, every connection, no blocking -------------
+
+    _loop_error: BaseException | None = None
+
+    def _send_loop_guarded(self, *args: Any) -> None:
+        try:
+            self._send_loop(*args)
+        except BaseException as exc:  # surfaced by run() once everything is released
+            log.exception("send loop of issue %s failed", self.issue_id)
+            self._loop_error = exc
+            self._halt()
+
+    def _send_loop(self, letter: Letter, relay: RelayConfig, sender_email: str) -> None:
+        """Drive `concurrency` relay connections from one thread through a selector.
+
+        A slot is one connection: it opens in the background (EHLO, STARTTLS and
+        AUTH block), then takes the next claimed recipient whenever its previous
+        transaction is over. The halt event is checked before each letter starts, so
+        after Pause at most one letter per connection is still in flight. Two
+        failures in a row on a slot (cannot open, connection lost) interrupt the
+        issue with the relay's error; a lost letter is retried once on a new connection.
+        """
         sh = self.shared
-        try:
-            while True:
-                item = self.work.get()
-                if item is None:
-                    return
-                if self.rate_limit:
-                    self._take_token()
-                if sh.halted.is_set():
-                    with sh.lock:
-                        sh.unsent.append(item.id)
-                    continue
-                self._send_one(conn, letter, sender_email, item)
-        finally:
-            conn.close()
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        opener = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="smtp-open")
+        slots = [_Slot() for _ in range(self.concurrency)]
+        tokens, token_wait = 0, 0.0
 
-    def _watch_halt(self, stop: threading.Event) -> None:
-        """Turn the issue's halt flag into the in-process event the threads check: a
-        Redis message arrives within a millisecond of Pause or Cancel; the flag itself
-        is re-read every 100 ms in case a message was missed."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.halt_key)
-        try:
-            while not stop.is_set():
-                if self.redis.exists(self.halt_key):
-                    self.shared.halted.set()
-                    return
-                msg = pubsub.get_message(timeout=0.1)
-                if msg is not None:
-                    self.shared.halted.set()
-                    return
-        finally:
-            pubsub.close()
+        def open_slot(slot: _Slot) -> None:
+            slot.conn = SmtpConnection(relay)
+            slot.opening = opener.submit(slot.conn.open)
+            slot.opening.add_done_callback(lambda _f: self._wake())
 
-    def _take_token(self) -> None:
-        """The relay's messages-per-second cap, shared by every runner through Redis
-        (a fixed one-second window); re-read by the runner while it sends."""
-        while self.rate_limit and not self.shared.halted.is_set():
-            second = int(time.time())
-            key = f"outbox:relay:{self.relay_key}:second:{second}"
-            pipe = self.redis.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, 3)
-            taken = pipe.execute()[0]
-            if taken <= self.rate_limit:
-                return
-            time.sleep(max(second + 1 - time.time(), 0.001))
-
-    def _send_one(self, conn: SmtpConnection, letter: Letter, sender_email: str, item: Claimed) -> None:
-        sh = self.shared
-        key = item.contact_id if item.contact_id is not None else f"d{item.id}"
-        try:
-            mid, data = letter.build(Recipient(item.id, key, item.email, item.name,
-                                               unsubscribe_url(self.base_url, self.secret, item.id)))
-        except LetterError as exc:
-            with sh.lock:
-                sh.results.append(Result(item.id, D.FAILED, Reply(554, "5.6.0", str(exc))))
-            return
-        reply = None
-        for attempt in (1, 2):
-            try:
-                reply = conn.send(sender_email, item.email, data)
-                break
-            except RelayAuthFailed as exc:
+        def fail(slot: _Slot, exc: Exception) -> None:
+            if slot.session is not None:
+                sel.unregister(slot.session.sock)
+                slot.session.close()
+                slot.session = None
+            slot.failures += 1
+            if isinstance(exc, RelayAuthFailed):
                 with sh.lock:
                     sh.auth_error, sh.relay_error = True, f"authentication refused: {exc}"
-                break
-            except RelayUnavailable as exc:
-                if attempt == 2:
+            elif slot.failures >= 2:
+                with sh.lock:
+                    sh.relay_error = sh.relay_error or f"relay unreachable: {exc}"
+            if sh.relay_error:
+                self._halt()
+
+        def finish(slot: _Slot, reply: Reply) -> None:
+            assert slot.item is not None
+            slot.failures = 0
+            self._outcome(slot.item, reply, slot.mid)
+            slot.item = None
+
+        def start(slot: _Slot) -> None:
+            assert slot.item is not None and slot.session is not None
+            item = slot.item
+            if slot.mid is None:
+                key = item.contact_id if item.contact_id is not None else f"d{item.id}"
+                try:
+                    slot.mid, slot.data = letter.build(Recipient(
+                        item.id, key, item.email, item.name, unsubscribe_url(self.base_url, self.secret, item.id)))
+                except LetterError as exc:
                     with sh.lock:
-                        sh.relay_error = f"relay unreachable: {exc}"
-        if reply is None:
-            sh.halted.set()
-            with sh.lock:
-                sh.unsent.append(item.id)
-            return
+                        sh.results.append(Result(item.id, D.FAILED, Reply(554, "5.6.0", str(exc))))
+                    slot.item = None
+                    return
+            try:
+                slot.session.begin(sender_email, item.email, slot.data)
+            except RelayUnavailable as exc:
+                fail(slot, exc)
+                return
+            sel.modify(slot.session.sock, slot.session.events(), slot)
+
+        for slot in slots:
+            open_slot(slot)
+        try:
+            while True:
+                # Connections that finished opening.
+                for slot in slots:
+                    if slot.opening is None or not slot.opening.done():
+                        continue
+                    future, slot.opening = slot.opening, None
+                    try:
+                        future.result()
+                    except RelayUnavailable as exc:
+                        fail(slot, exc)
+                        continue
+                    assert slot.conn is not None
+                    slot.session = SmtpSession(slot.conn)
+                    sel.register(slot.session.sock, selectors.EVENT_READ, slot)
+                # Give letters to free connections, unless halted or short of rate tokens.
+                for slot in slots:
+                    if sh.halted.is_set():
+                        break
+                    if slot.opening is not None or (slot.session is not None and slot.session.busy):
+                        continue
+                    if slot.item is None:
+                        if not self.work:
+                            continue
+                        if self.rate_limit and tokens <= 0:
+                            if time.monotonic() < token_wait:
+                                continue
+                            tokens = self._take_tokens(self.concurrency)
+                            if tokens <= 0:
+                                token_wait = float(int(time.time()) + 1) - time.time() + time.monotonic()
+                                continue
+                        try:
+                            slot.item = self.work.popleft()
+                        except IndexError:
+                            continue
+                        slot.mid = None
+                        tokens -= 1
+                    if slot.session is None or slot.session.dead:
+                        if slot.session is not None:
+                            sel.unregister(slot.session.sock)
+                            slot.session.close()
+                            slot.session = None
+                        open_slot(slot)
+                        continue
+                    start(slot)
+                # Letters not started when the issue halted go back as never sent.
+                if sh.halted.is_set():
+                    for slot in slots:
+                        if slot.item is not None and (slot.session is None or not slot.session.busy):
+                            with sh.lock:
+                                sh.unsent.append(slot.item.id)
+                            slot.item = None
+                busy = [s for s in slots if s.item is not None]
+                if not busy and (sh.halted.is_set() or (self.closing.is_set() and not self.work)):
+                    return
+                now = time.monotonic()
+                deadline = min([s.session.deadline for s in busy if s.session is not None], default=now + 0.5)
+                if token_wait > now:
+                    deadline = min(deadline, token_wait)
+                for key, mask in sel.select(max(min(deadline - now, 0.5), 0)):
+                    slot = key.data
+                    if slot is None:
+                        self._drain_wake()
+                        continue
+                    session = slot.session
+                    if session is None:
+                        continue
+                    try:
+                        if mask & selectors.EVENT_WRITE:
+                            session.on_writable()
+                        reply = session.on_readable() if mask & selectors.EVENT_READ else None
+                    except RelayUnavailable as exc:
+                        fail(slot, exc)
+                        continue
+                    if reply is not None:
+                        finish(slot, reply)
+                    if session.dead:
+                        sel.unregister(session.sock)
+                        session.close()
+                        slot.session = None
+                    else:
+                        sel.modify(session.sock, session.events(), slot)
+                now = time.monotonic()
+                for slot in slots:
+                    session = slot.session
+                    if session is not None and session.busy and session.deadline <= now:
+                        sel.unregister(session.sock)
+                        finish(slot, session.timed_out())
+                        slot.session = None
+        finally:
+            opener.shutdown(wait=True, cancel_futures=True)
+            for slot in slots:
+                if slot.item is not None:
+                    with sh.lock:
+                        sh.unsent.append(slot.item.id)
+                if slot.session is not None:
+                    slot.session.close()
+                elif slot.conn is not None and slot.conn.smtp is not None:
+                    slot.conn.close()
+            sel.close()
+
+    def _outcome(self, item: Claimed, reply: Reply, mid: str | None) -> None:
+        """Turn the relay's final reply into the delivery's next state."""
+        sh = self.shared
         now = utcnow()
         with sh.lock:
             if reply.kind == "ok":
@@ -471,6 +595,51 @@ class Runner:
                 delay = self.retry_base * (2 ** (item.attempts - 1))
                 sh.results.append(Result(item.id, D.DEFERRED, reply, mid, at=now,
                                          retry_at=now + timedelta(seconds=delay)))
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already pending, or the loop is gone
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _halt(self) -> None:
+        self.shared.halted.set()
+        self._wake()
+
+    def _watch_halt(self, stop: threading.Event) -> None:
+        """Turn the issue's halt flag into the in-process event the send loop checks: a
+        Redis message arrives within a millisecond of Pause or Cancel; the flag itself
+        is re-read every 100 ms in case a message was missed."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.halt_key)
+        try:
+            while not stop.is_set():
+                if self.redis.exists(self.halt_key):
+                    self._halt()
+                    return
+                msg = pubsub.get_message(timeout=0.1)
+                if msg is not None:
+                    self._halt()
+                    return
+        finally:
+            pubsub.close()
+
+    def _take_tokens(self, wanted: int) -> int:
+        """Up to `wanted` letters under the relay's messages-per-second cap, shared by
+        every runner through Redis (a fixed one-second window)."""
+        key = f"outbox:relay:{self.relay_key}:second:{int(time.time())}"
+        pipe = self.redis.pipeline()
+        pipe.incrby(key, wanted)
+        pipe.expire(key, 3)
+        taken = int(pipe.execute()[0])
+        return max(0, min(wanted, self.rate_limit - (taken - wanted)))
 
     def _flush(self) -> None:
         with self.shared.lock:
@@ -516,25 +685,21 @@ class Runner:
             return "interrupted"
         sender_id = issue.sender_id
         spread = bool(issue.spread_size and issue.spread_interval)
-        # SMTP threads mostly wait on sockets; a short switch interval lets a thread
-        # whose reply arrived run at once instead of after the bookkeeping thread's slice.
-        sys.setswitchinterval(0.0005)
         self.relay_key = f"{relay.host}:{relay.port}"
         self._read_rate()
         db.session.commit()
         self._heartbeat()
-        threads = [threading.Thread(target=self._thread, args=(letter, relay, sender_email),
-                                    daemon=True, name=f"smtp-{i}") for i in range(self.concurrency)]
+        sender = threading.Thread(target=self._send_loop_guarded, args=(letter, relay, sender_email),
+                                  daemon=True, name="smtp-loop")
         watcher_stop = threading.Event()
         watcher = threading.Thread(target=self._watch_halt, args=(watcher_stop,), daemon=True)
         watcher.start()
-        for t in threads:
-            t.start()
+        sender.start()
         outcome = "drained"
         last_renew = time.monotonic()
         try:
             while True:
-                if self.shared.halted.is_set():
+                if self.shared.halted.is_set() or not sender.is_alive():
                     outcome = "halted"
                     break
                 if self._status() != states.IssueStatus.SENDING:
@@ -563,13 +728,12 @@ class Runner:
                 if skip:
                     with self.shared.lock:
                         self.shared.results.extend(skip)
-                for r in rows:
-                    if r.email not in blocked:
-                        self.work.put(r)
-                # Claim the next chunk when half of this one has left: the threads never
-                # starve, and a claim never runs far ahead of the relay.
-                while self.work.qsize() > max(self.concurrency, len(rows) // 2) \
-                        and not self.shared.halted.is_set():
+                self.work.extend(r for r in rows if r.email not in blocked)
+                self._wake()
+                # Claim the next chunk when half of this one has left: the connections
+                # never starve, and a claim never runs far ahead of the relay.
+                while len(self.work) > max(self.concurrency, len(rows) // 2) \
+                        and not self.shared.halted.is_set() and sender.is_alive():
                     time.sleep(0.02)
                     self._flush_if_due()
                     if time.monotonic() - self._rate_read > 1.0:
@@ -580,21 +744,16 @@ class Runner:
                         last_renew = time.monotonic()
                 self._flush_if_due()
         finally:
-            for _ in threads:
-                self.work.put(None)
-            for t in threads:
-                t.join()
+            self.closing.set()
+            self._wake()
+            sender.join()
             watcher_stop.set()
             watcher.join()
             # Anything still queued was never started.
-            leftover = []
-            while True:
-                try:
-                    item = self.work.get_nowait()
-                except queuelib.Empty:
-                    break
-                if item is not None:
-                    leftover.append(item.id)
+            leftover = [item.id for item in self.work]
+            self.work.clear()
+            self._wake_r.close()
+            self._wake_w.close()
             self._flush()
             with self.shared.lock:
                 unsent = self.shared.unsent + leftover
@@ -602,6 +761,8 @@ class Runner:
             status = self._status()
             release(self.issue_id, self.owner, unsent, stopped=status == states.IssueStatus.STOPPING)
             self.redis.zrem(queueing.runners_key(self.issue_id), self.owner)
+        if self._loop_error is not None:
+            raise self._loop_error  # the job fails visibly; what was not sent is pending again
         if self.shared.relay_error:
             self._interrupt(self.shared.relay_error)
             return "interrupted"

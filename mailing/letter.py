@@ -1,9 +1,11 @@
 """The letter: rendered once per issue, personalised per recipient by cheap substitution.
 
 Building a full EmailMessage per recipient costs about a millisecond; here the
-headers and the MIME skeleton are built once, the HTML body is split at its
-placeholders, and each recipient costs a join, a UTF-8 encode and a
-quoted-printable pass (C code), which keeps non-ASCII names correct at ≈100k letters/s.
+headers and the MIME skeleton are built once, and the text and HTML bodies are
+split at their placeholders and quoted-printable encoded once, piece by piece.
+Each recipient then costs the encoding of its own short values and a join: every
+piece is separated by a soft line break ("=" at the end of a line, which
+decoders remove), so each starts a fresh line and no line exceeds 76 characters.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import hmac
 import html
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -48,11 +51,25 @@ def html_to_text(body: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+", " ", text)).strip() + "\n"
 
 
-def _qp(data: bytes) -> bytes:
+def _qp(text: str) -> bytes:
     """Quoted-printable (C code): mostly-ASCII letters stay near their size, where
     base64 would add a third; CRLF line ends as SMTP wants them."""
-    out = binascii.b2a_qp(data.replace(b"\r\n", b"\n"), istext=True)
-    return out.replace(b"\n", b"\r\n") + b"\r\n"
+    out = binascii.b2a_qp(text.encode("utf-8").replace(b"\r\n", b"\n"), istext=True)
+    return out.replace(b"\n", b"\r\n")
+
+
+_SOFT_BREAK = b"=\r\n"
+
+
+def _encode_parts(parts: list[str]) -> list[bytes | str]:
+    """PLACEHOLDER.split alternates text and placeholder names: the text is encoded
+    now, the names stay to be filled per recipient."""
+    return [part if i % 2 else _qp(part) for i, part in enumerate(parts)]
+
+
+def _fill_encoded(parts: list[bytes | str], values: dict[str, str]) -> bytes:
+    out = [p if isinstance(p, bytes) else _qp(values[p]) for p in parts]
+    return _SOFT_BREAK.join(out) + b"\r\n"
 
 
 def message_id(secret: bytes, issue_id: int, contact_key: int | str, domain: str) -> str:
@@ -82,8 +99,10 @@ class Letter:
         self.from_email = from_email
         self.domain = from_email.rsplit("@", 1)[-1]
         self.secret = secret
-        self.html_parts = PLACEHOLDER.split(body_html)
-        self.text_parts = PLACEHOLDER.split(html_to_text(body_html))
+        self.html_source = PLACEHOLDER.split(body_html)
+        self.html_parts = _encode_parts(self.html_source)
+        self.text_parts = _encode_parts(PLACEHOLDER.split(html_to_text(body_html)))
+        self._date: tuple[int, str] = (0, "")
         self.boundary = "=_outbox_" + hashlib.sha1(f"{issue_id}{boundary_seed}".encode()).hexdigest()[:24]
         sender = formataddr((clean_header_value(from_name), from_email), charset="utf-8")
         self.head = (
@@ -96,13 +115,18 @@ class Letter:
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n\r\n'
         ).encode()
 
-    @staticmethod
-    def _fill(parts: list[str], values: dict[str, str]) -> str:
-        # PLACEHOLDER.split alternates text and captured names.
-        out = []
-        for i, part in enumerate(parts):
-            out.append(values[part] if i % 2 else part)
-        return "".join(out)
+    def sample_html(self, name: str, email: str, unsubscribe_url: str) -> str:
+        """The HTML part as one recipient would see it (for previews)."""
+        values = {"name": html.escape(name), "email": html.escape(email),
+                  "unsubscribe_url": html.escape(unsubscribe_url)}
+        return "".join(values[p] if i % 2 else p for i, p in enumerate(self.html_source))
+
+    def _now(self) -> str:
+        """The Date header, formatted once a second."""
+        second = int(time.time())
+        if self._date[0] != second:
+            self._date = (second, format_datetime(datetime.fromtimestamp(second, UTC)))
+        return self._date[1]
 
     def message_id(self, contact_key: int | str) -> str:
         return message_id(self.secret, self.issue_id, contact_key, self.domain)
@@ -121,7 +145,7 @@ class Letter:
         html_vals = {"name": html.escape(name), "email": html.escape(email),
                      "unsubscribe_url": html.escape(r.unsubscribe_url)}
         text_vals = {"name": name, "email": email, "unsubscribe_url": r.unsubscribe_url}
-        when = format_datetime(date or datetime.now(UTC))
+        when = format_datetime(date) if date else self._now()
         headers = (
             f"To: {to}\r\nDate: {when}\r\nMessage-ID: {mid}\r\n"
             f"List-Unsubscribe: <{r.unsubscribe_url}>\r\n"
@@ -131,10 +155,10 @@ class Letter:
         body = b"".join([
             b"--", b, b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            _qp(self._fill(self.text_parts, text_vals).encode("utf-8")),
+            _fill_encoded(self.text_parts, text_vals),
             b"--", b, b"\r\nContent-Type: text/html; charset=utf-8\r\n"
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            _qp(self._fill(self.html_parts, html_vals).encode("utf-8")),
+            _fill_encoded(self.html_parts, html_vals),
             b"--", b, b"--\r\n",
         ])
         return mid, self.head + headers + self.tail_head + body

@@ -1,10 +1,22 @@
-"""SMTP transport: one persistent connection per sending thread, replies kept verbatim."""
+"""SMTP transport: persistent relay connections driven without blocking, replies kept verbatim.
+
+`SmtpConnection` opens a connection (EHLO, STARTTLS, AUTH through smtplib) and
+`SmtpSession` then drives it as a small state machine: `begin` writes one
+transaction, `on_readable` consumes what the socket holds and returns the final
+reply when the transaction is over. When the relay offers PIPELINING (RFC 2920)
+MAIL, RCPT and DATA leave in one write, so a letter costs two round trips
+instead of four. One thread can drive many sessions through a selector, which is
+how the runner keeps its connections busy without a thread per connection.
+"""
 
 from __future__ import annotations
 
 import re
+import selectors
 import smtplib
+import socket
 import ssl
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -72,7 +84,7 @@ class RelayConfig:
 
 
 class SmtpConnection:
-    """A reusable connection; `send` returns the relay's final reply for one recipient."""
+    """Opens and closes one relay connection; `send` delivers one letter, blocking."""
 
     def __init__(self, cfg: RelayConfig):
         self.cfg = cfg
@@ -99,52 +111,210 @@ class SmtpConnection:
         self.smtp = smtp
 
     def close(self) -> None:
-        if self.smtp is not None:
-            try:
-                self.smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                self.smtp.close()
-            self.smtp = None
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        try:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(min(self.cfg.timeout, 5.0))
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            smtp.close()
 
     def send(self, sender: str, recipient: str, message: bytes) -> Reply:
-        """MAIL, RCPT, DATA; a refusal at any step is that step's reply.
-
-        Addresses were validated and cleaned when stored, and the message is built
-        with CRLF line ends, so the commands are written directly: smtplib's address
-        parsing and line-end regex cost more CPU than the rest of a send.
-        """
+        """MAIL, RCPT, DATA for one recipient; a refusal at any step is that step's reply."""
         if self.smtp is None:
             self.open()
-        smtp = self.smtp
-        assert smtp is not None
+        session = SmtpSession(self)
+        session.begin(sender, recipient, message)
+        with selectors.DefaultSelector() as sel:
+            sel.register(session.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while True:
+                sel.modify(session.sock, session.events())
+                if not sel.select(max(session.deadline - time.monotonic(), 0)):
+                    return session.timed_out()
+                if session.out:
+                    session.on_writable()
+                reply = session.on_readable()
+                if reply is not None:
+                    session.detach()
+                    return reply
+
+
+_OK_ENVELOPE = (250, 251)
+
+
+class SmtpSession:
+    """One open connection as a non-blocking state machine for one transaction at a time.
+
+    Stages: "envelope" (MAIL, RCPT, DATA pipelined; three replies), or "mail",
+    "rcpt", "data" one by one; then "body" (the final reply), and "rset" after a
+    refusal so the next transaction starts clean. Raises RelayUnavailable when
+    the connection is lost; after a 421 or a timeout the session is `dead` and
+    the caller opens a new one.
+    """
+
+    def __init__(self, conn: SmtpConnection):
+        assert conn.smtp is not None and conn.smtp.sock is not None
+        self.conn = conn
+        self.sock: socket.socket = conn.smtp.sock
+        self.sock.setblocking(False)
+        self.pipelining = conn.smtp.has_extn("pipelining")
+        self.timeout = conn.cfg.timeout
+        self.out = bytearray()
+        self.inbuf = bytearray()
+        self.stage = "idle"
+        self.expect = 0
+        self.replies: list[Reply] = []
+        self.final: Reply | None = None
+        self.payload = b""
+        self.rcpt = b""
+        self.deadline = float("inf")
+        self.dead = False
+
+    @property
+    def busy(self) -> bool:
+        return self.stage != "idle"
+
+    def events(self) -> int:
+        return selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0)
+
+    def begin(self, sender: str, recipient: str, message: bytes) -> None:
+        assert not self.busy and not self.dead
+        self.payload = dot_stuff(message) + b".\r\n"
+        self.rcpt = f"RCPT TO:<{recipient}>\r\n".encode()
+        mail = f"MAIL FROM:<{sender}>\r\n".encode()
+        self.replies, self.final = [], None
+        if self.pipelining:
+            self._send(mail + self.rcpt + b"DATA\r\n", "envelope", 3)
+        else:
+            self._send(mail, "mail", 1)
+
+    def _send(self, data: bytes, stage: str, expect: int) -> None:
+        self.stage, self.expect = stage, expect
+        self.deadline = time.monotonic() + self.timeout
+        self.out += data
+        self.on_writable()
+
+    def on_writable(self) -> None:
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            except OSError as exc:
+                self.dead = True
+                raise RelayUnavailable(f"connection error: {exc}") from exc
+            del self.out[:n]
+
+    def on_readable(self) -> Reply | None:
+        """Consume what arrived; the transaction's final reply once it is over."""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError as exc:
+                self.dead = True
+                raise RelayUnavailable(f"connection error: {exc}") from exc
+            if not chunk:
+                self.dead = True
+                if self.busy:
+                    raise RelayUnavailable("connection lost: the relay closed it")
+                break
+            self.inbuf += chunk
+            if not (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
+                break
+        return self._advance()
+
+    def _take_replies(self) -> None:
+        while len(self.replies) < self.expect:
+            end = 0
+            lines: list[bytes] = []
+            code = 0
+            while True:
+                nl = self.inbuf.find(b"\n", end)
+                if nl < 0:
+                    return  # an incomplete reply: wait for more
+                line = bytes(self.inbuf[end:nl]).rstrip(b"\r")
+                end = nl + 1
+                try:
+                    code = int(line[:3])
+                except ValueError:
+                    code = 500
+                lines.append(line[4:])
+                if line[3:4] != b"-":
+                    break
+            del self.inbuf[:end]
+            self.replies.append(Reply.parse(code, b"\n".join(lines)))
+
+    def _advance(self) -> Reply | None:
+        while True:
+            self._take_replies()
+            if len(self.replies) < self.expect or self.stage == "idle":
+                return None
+            replies, self.replies = self.replies, []
+            for reply in replies:
+                if reply.code == 421:  # the relay is closing this connection
+                    self.dead = True
+                    return self._done(reply)
+            stage = self.stage
+            if stage == "envelope":
+                mail, rcpt, data = replies
+                refused = next((r for r in (mail, rcpt) if r.code not in _OK_ENVELOPE), None)
+                if refused is None and data.code == 354:
+                    self._send(self.payload, "body", 1)
+                elif refused is not None and data.code == 354:
+                    self.dead = True  # a relay that opens DATA for no recipient: drop the transaction
+                    return self._done(refused)
+                else:
+                    self._refused(refused or data)
+            elif stage == "mail" or stage == "rcpt":
+                if replies[0].code not in _OK_ENVELOPE:
+                    self._refused(replies[0])
+                elif stage == "mail":
+                    self._send(self.rcpt, "rcpt", 1)
+                else:
+                    self._send(b"DATA\r\n", "data", 1)
+            elif stage == "data":
+                if replies[0].code == 354:
+                    self._send(self.payload, "body", 1)
+                else:
+                    self._refused(replies[0])
+            elif stage == "body":
+                return self._done(replies[0])
+            elif stage == "rset":
+                return self._done(self.final)
+
+    def _refused(self, reply: Reply) -> None:
+        self.final = reply
+        self._send(b"RSET\r\n", "rset", 1)
+
+    def _done(self, reply: Reply | None) -> Reply:
+        assert reply is not None
+        self.stage, self.expect, self.deadline = "idle", 0, float("inf")
+        self.payload = b""
+        return reply
+
+    def timed_out(self) -> Reply:
+        self.dead = True
+        self.close()
+        return self._done(Reply(451, "4.4.2", "timeout talking to the relay"))
+
+    def detach(self) -> None:
+        """Back to a blocking socket, for smtplib to use or close."""
+        if not self.dead:
+            self.sock.settimeout(self.timeout)
+        else:
+            self.close()
+
+    def close(self) -> None:
         try:
-            code, resp = smtp.docmd(f"MAIL FROM:<{sender}>")
-            if code != 250:
-                smtp.rset()
-                return Reply.parse(code, resp)
-            code, resp = smtp.docmd(f"RCPT TO:<{recipient}>")
-            if code not in (250, 251):
-                smtp.rset()
-                return Reply.parse(code, resp)
-            code, resp = smtp.docmd("DATA")
-            if code != 354:
-                smtp.rset()
-                return Reply.parse(code, resp)
-            smtp.send(dot_stuff(message) + b"\r\n.\r\n")
-            code, resp = smtp.getreply()
-            if code == 421:  # the relay is closing this connection; the next send reopens
-                smtp.close()
-                self.smtp = None
-            return Reply.parse(code, resp)
-        except smtplib.SMTPServerDisconnected as exc:
-            self.smtp = None
-            raise RelayUnavailable(f"connection lost: {exc}") from exc
-        except TimeoutError as exc:
-            self.smtp.close()
-            self.smtp = None
-            return Reply(451, "4.4.2", f"timeout talking to the relay: {exc}")
-        except smtplib.SMTPResponseException as exc:
-            return Reply.parse(exc.smtp_code, exc.smtp_error)
-        except OSError as exc:
-            self.smtp = None
-            raise RelayUnavailable(f"connection error: {exc}") from exc
+            self.sock.setblocking(True)
+        except OSError:
+            pass
+        if self.dead and self.conn.smtp is not None:
+            self.conn.smtp.close()
+            self.conn.smtp = None
+        else:
+            self.conn.close()

@@ -165,6 +165,13 @@ class RecordingHandler:
         self.letters: list[tuple[str, bytes, float]] = []
         self.scripted: dict[str, list[str]] = {}
         self.delay = 0.0
+        self.pipelining = True  # as relays such as postfix and SES advertise it
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         with self.lock:

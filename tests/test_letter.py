@@ -74,3 +74,29 @@ def test_empty_subject_is_refused_and_clean_header_value():
 
 def test_html_to_text_keeps_links():
     assert "Unsubscribe (http://x)" in html_to_text('<a href="http://x">Unsubscribe</a>')
+
+
+BODIES = [
+    "<p>{{ name }}</p>",
+    "{{name}}{{email}}",
+    "Hello {{ name }} \n.dot line\r\nTrailing space \n" + "x" * 300 + "{{ name }}" + "y" * 200,
+    "<p>" + "Длинная строка без переносов " * 20 + "{{ name }}, " + "ёжик " * 40 + "</p>\n\n<p>{{ unsubscribe_url }}</p>",
+    "=3D literal equals = sign and tabs\t\there {{ email }} end\t",
+]
+NAMES = ["", "Ann", "Анна Иванова-Петрова " * 6, "Zoë = \"quoted\" <b>", "a" * 150]
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("name", NAMES)
+def test_piecewise_quoted_printable_decodes_to_the_filled_letter(body, name):
+    """The body is encoded once in pieces and joined with soft line breaks: decoding
+    must give exactly the letter filled in one go, and no line may exceed 76 octets."""
+    letter = make(body=body)
+    url = "http://x/u/1.abc?a=1&b=2"
+    _mid, raw = letter.build(Recipient(1, 11, "ann@example.org", name, url))
+    html = parse(raw).get_body(("html",)).get_content().replace("\r\n", "\n")
+    expected = letter.sample_html(name.strip(), "ann@example.org", url).replace("\r\n", "\n")
+    assert html.rstrip("\n") == expected.rstrip("\n")
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+    assert b"\n" not in raw.replace(b"\r\n", b"")

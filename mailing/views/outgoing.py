@@ -208,8 +208,7 @@ def preview(issue_id: int) -> Any:
         letter = build_letter(issue)
     except LetterError as exc:
         return error(400, "not_ready", str(exc))
-    html = letter._fill(letter.html_parts, {
-        "name": "Preview Reader", "email": "reader@example.org", "unsubscribe_url": "#unsubscribe"})
+    html = letter.sample_html("Preview Reader", "reader@example.org", "#unsubscribe")
     resp = current_app.response_class(html, mimetype="text/html")
     resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src * data:; style-src 'unsafe-inline'"
     return resp
