@@ -399,6 +399,7 @@ class _Slot:
     mid: str | None = None
     data: bytes = b""
     failures: int = 0
+    events: int = 0
 
 
 class Runner:
@@ -483,6 +484,14 @@ class Runner:
             self._outcome(slot.item, reply, slot.mid)
             slot.item = None
 
+        def watch(slot: _Slot) -> None:
+            """Ask for writability only while a letter is still being written."""
+            assert slot.session is not None
+            events = slot.session.events()
+            if events != slot.events:
+                sel.modify(slot.session.sock, events, slot)
+                slot.events = events
+
         def start(slot: _Slot) -> None:
             assert slot.item is not None and slot.session is not None
             item = slot.item
@@ -501,7 +510,7 @@ class Runner:
             except RelayUnavailable as exc:
                 fail(slot, exc)
                 return
-            sel.modify(slot.session.sock, slot.session.events(), slot)
+            watch(slot)
 
         for slot in slots:
             open_slot(slot)
@@ -520,6 +529,7 @@ class Runner:
                     assert slot.conn is not None
                     slot.session = SmtpSession(slot.conn)
                     sel.register(slot.session.sock, selectors.EVENT_READ, slot)
+                    slot.events = selectors.EVENT_READ
                 # Give letters to free connections, unless halted or short of rate tokens.
                 for slot in slots:
                     if sh.halted.is_set():
@@ -586,7 +596,7 @@ class Runner:
                         session.close()
                         slot.session = None
                     else:
-                        sel.modify(session.sock, session.events(), slot)
+                        watch(slot)
                 now = time.monotonic()
                 for slot in slots:
                     session = slot.session

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import hmac
 import html
 import re
 import time
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
+
+from .unsubscribe import sign
 
 PLACEHOLDER = re.compile(r"\{\{\s*(name|email|unsubscribe_url)\s*\}\}")
 _CRLF = re.compile(r"[\r\n\x00]+")
@@ -74,7 +75,7 @@ def _fill_encoded(parts: list[bytes | str], values: dict[str, str]) -> bytes:
 
 def message_id(secret: bytes, issue_id: int, contact_key: int | str, domain: str) -> str:
     """Deterministic per (issue, recipient): a repeat after a crash carries the same id."""
-    tag = hmac.new(secret, f"{issue_id}.{contact_key}".encode(), hashlib.sha256).hexdigest()[:16]
+    tag = sign(secret, f"{issue_id}.{contact_key}".encode())[:16]
     return f"<outbox.{issue_id}.{contact_key}.{tag}@{domain}>"
 
 
