@@ -1,4 +1,4 @@
-"""Entry point for `flask` and WSGI servers: `waitress-serve app:app`."""
+"""Entry point for `flask` and WSGI servers: `gunicorn app:app`."""
 
 from mailing import create_app
 

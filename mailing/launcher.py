@@ -89,6 +89,18 @@ def redis_binary() -> str | None:
         return None
 
 
+def web_command(port: int, processes: int | None = None) -> list[str]:
+    """The web server: gunicorn with one request at a time per process (2 x cores + 1
+    processes, as gunicorn advises). A process busy rendering a long page does not
+    accept, so a progress poll always lands on an idle process instead of waiting for
+    another request's share of the interpreter. Put it behind a proxy (nginx, Caddy)
+    that buffers slow clients."""
+    if processes is None:
+        processes = int(os.environ.get("WEB_PROCESSES") or 2 * (os.cpu_count() or 1) + 1)
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(processes),
+            "--worker-class", "sync", "--graceful-timeout", "10", "--log-level", "warning", "app:app"]
+
+
 def free_port(preferred: int) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:
@@ -171,9 +183,8 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
             procs.append((f"worker-{i}", subprocess.Popen(flask + ["worker"], env=env,
                                                             stdin=subprocess.DEVNULL,
                                                             start_new_session=True)))
-        procs.append(("web", subprocess.Popen(
-            [sys.executable, "-m", "waitress", "--host=127.0.0.1", f"--port={port}", "--threads=16",
-             "app:app"], env=env, stdin=subprocess.DEVNULL, start_new_session=True)))
+        procs.append(("web", subprocess.Popen(web_command(port), env=env, stdin=subprocess.DEVNULL,
+                                              start_new_session=True)))
         print(f"\nOutbox is running at http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         if logins:
             print("Demo logins (also in instance/demo-logins.txt):")

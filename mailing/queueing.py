@@ -10,20 +10,22 @@ import redis
 from flask import current_app
 from rq import Queue
 
-_pools: dict[str, redis.ConnectionPool] = {}
+_clients: dict[str, redis.Redis] = {}
 
 
 def redis_connection(url: str | None = None) -> redis.Redis:
+    """One client (and connection pool) per URL and process; the client is thread-safe,
+    and building one costs more than the command a polled page sends."""
     url = url or current_app.config["REDIS_URL"]
-    pool = _pools.get(url)
-    if pool is None:
-        pool = _pools[url] = redis.ConnectionPool.from_url(url)
-    return redis.Redis(connection_pool=pool)
+    client = _clients.get(url)
+    if client is None:
+        client = _clients[url] = redis.Redis.from_url(url)
+    return client
 
 
 def reset_pools() -> None:
     """After fork: never share a socket with the parent."""
-    _pools.clear()
+    _clients.clear()
 
 
 def queue() -> Queue:
@@ -69,6 +71,43 @@ def set_halt(issue_id: int) -> None:
 
 def clear_halt(issue_id: int) -> None:
     redis_connection().delete(halt_key(issue_id))
+
+
+# The polled row of a live issue, rendered at most once a second per language and
+# role class however many pages poll it; dropped when the issue changes status.
+ROW_TTL = 1.0
+
+
+def row_key(issue_id: int) -> str:
+    return f"outbox:issue:{issue_id}:row"
+
+
+def cached_row(issue_id: int, variant: str) -> str | None:
+    try:
+        raw = redis_connection().hget(row_key(issue_id), variant)
+    except redis.RedisError:
+        return None
+    if raw is None:
+        return None
+    at, _, html = raw.decode().partition("|")
+    return html if time.time() - float(at) < ROW_TTL else None
+
+
+def cache_row(issue_id: int, variant: str, html: str) -> None:
+    pipe = redis_connection().pipeline()
+    pipe.hset(row_key(issue_id), variant, f"{time.time():.3f}|{html}")
+    pipe.expire(row_key(issue_id), 60)
+    try:
+        pipe.execute()
+    except redis.RedisError:
+        pass
+
+
+def forget_rows(issue_ids: set[int]) -> None:
+    try:
+        redis_connection().delete(*(row_key(i) for i in issue_ids))
+    except redis.RedisError:
+        pass
 
 
 def note_progress(r: redis.Redis, issue_id: int, done: int) -> None:

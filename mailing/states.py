@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask_babel import lazy_gettext as _l
 
 
@@ -140,6 +141,24 @@ def lock_for(issue_id: int, action: str) -> str:
     return status
 
 
+# Issues whose status this session changed; once it commits their cached rows go.
+CHANGED = "outbox_changed_issues"
+
+
+@sa.event.listens_for(so.Session, "after_commit")
+def _changed_committed(session: so.Session) -> None:
+    ids = session.info.pop(CHANGED, None)
+    if ids:
+        from .queueing import forget_rows
+
+        forget_rows(ids)
+
+
+@sa.event.listens_for(so.Session, "after_rollback")
+def _changed_rolled_back(session: so.Session) -> None:
+    session.info.pop(CHANGED, None)
+
+
 def transition(
     issue_id: int,
     action: str,
@@ -185,6 +204,7 @@ def transition(
             sa.select(issues.c.status).where(issues.c.id == issue_id)
         ).scalar_one()
         raise IllegalTransition(action, current, refusal(action, current))
+    db.session.info.setdefault(CHANGED, set()).add(issue_id)
     db.session.add(
         JournalEvent(
             issue_id=issue_id,

@@ -1,15 +1,16 @@
-"""Playwright on Debian's Chromium, and a real web server (waitress) for it to drive."""
+"""Playwright on Debian's Chromium, and the real web server (gunicorn, as `make run` starts it) for it to drive."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from mailing.launcher import web_command
 
 from .conftest import ROOT, free_port, wait_for
 
@@ -40,10 +41,9 @@ def browser():
 
 @pytest.fixture
 def web(env):
-    """The app served by waitress on a free port, sharing the test's database and Redis."""
+    """The app served by gunicorn on a free port, sharing the test's database and Redis."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "waitress", "--host=127.0.0.1", f"--port={port}",
-                             "--threads=8", "app:app"], cwd=ROOT,
+    proc = subprocess.Popen(web_command(port, processes=2), cwd=ROOT,
                             env={**os.environ, **env, "BASE_URL": f"http://127.0.0.1:{port}"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

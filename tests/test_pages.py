@@ -85,3 +85,37 @@ def test_sandbox_mailbox_lists_and_shows_caught_letters(client, login, env, tmp_
     body = client.get(f"/sandbox/{key}/html")
     assert b"<b>Ann</b>" in body.data and "sandbox" in body.headers["Content-Security-Policy"]
     assert client.get("/sandbox/nope").status_code == 404
+
+
+def test_polled_row_is_shared_for_a_second_and_dropped_on_a_status_change(client, login, make_issue, make_user):
+    """Many pages polling one live issue cost one render a second; a status change shows
+    at once; the cached row of one role never reaches another."""
+    import time
+
+    import sqlalchemy as sa
+
+    from mailing import lifecycle, queueing
+    from mailing.models import Issue
+
+    issue_id = make_issue(5)
+    db.session.execute(sa.update(Issue).where(Issue.id == issue_id).values(status="sending", total=5,
+                                                                            sent_count=1))
+    db.session.commit()
+    editor = login("editor")
+    first = client.get(f"/issues/{issue_id}/row").data.decode()
+    assert "sent 1" in first and "action-pause" in first
+    db.session.execute(sa.update(Issue).where(Issue.id == issue_id).values(sent_count=3))
+    db.session.commit()
+    assert "sent 1" in client.get(f"/issues/{issue_id}/row").data.decode(), "served from the shared render"
+    time.sleep(queueing.ROW_TTL + 0.1)
+    assert "sent 3" in client.get(f"/issues/{issue_id}/row").data.decode(), "renders again after a second"
+
+    lifecycle.pause(issue_id, editor)
+    paused = client.get(f"/issues/{issue_id}/row").data.decode()
+    assert 'data-status="paused"' in paused and "action-resume" in paused, "the transition dropped the cache"
+
+    client.post("/logout", data={"csrf_token": csrf_from(client.get("/profile").data)})
+    login("support")
+    for_support = client.get(f"/issues/{issue_id}/row").data.decode()
+    assert 'data-status="paused"' in for_support
+    assert "action-resume" not in for_support, "a support user never gets the editor's cached row"

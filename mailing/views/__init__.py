@@ -66,6 +66,31 @@ def forbidden() -> Any:
     return error(403, "forbidden", "Your role does not allow this.")
 
 
+class Lazy:
+    """A template value computed on first use: a polled partial that never shows the
+    navigation does not pay for its query."""
+
+    def __init__(self, compute: Callable[[], Any]):
+        self._compute = compute
+        self._done = False
+        self._value: Any = None
+
+    @property
+    def value(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._compute(), True
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __int__(self) -> int:
+        return int(self.value)
+
+
 def register(app: Flask) -> None:
     from . import api, auth, contacts, moderation, outgoing, sandbox, stoplists, unsubscribe
 
@@ -88,11 +113,13 @@ def register(app: Flask) -> None:
         from ..models import Issue
         from ..queries import progress
 
-        held = 0
-        if current_user.is_authenticated:
-            held = db.session.scalar(
+        def held() -> int:
+            if not current_user.is_authenticated:
+                return 0
+            return db.session.scalar(
                 sa.select(sa.func.count()).select_from(Issue).where(Issue.status == "moderation")) or 0
-        return {"held_count": held, "STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
+
+        return {"held_count": Lazy(held), "STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
                 "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
                 "available_actions": available_actions, "issue_progress": progress}
 

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -25,7 +26,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
-from .. import lifecycle, queries, states
+from .. import lifecycle, queries, queueing, states
 from ..extensions import db
 from ..letter import LetterError, Recipient, clean_header_value
 from ..models import ContactList, Issue, Sender
@@ -119,11 +120,18 @@ def index() -> Any:
 @bp.get("/issues/<int:issue_id>/row")
 @roles(*READERS)
 def row(issue_id: int) -> Any:
-    """The polled partial: one row, from the issue's own counters (never a scan of deliveries)."""
-    issue = db.session.get(Issue, issue_id, options=[so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)])
-    if issue is None:
-        abort(404)
-    return render_template("outgoing/_issue_row.html", issue=issue, progress=queries.progress(issue))
+    """The polled partial: one row, from the issue's own counters (never a scan of
+    deliveries), rendered at most once a second for all the pages polling it."""
+    variant = f"{get_locale()}:{'edit' if current_user.role in EDITORS else 'read'}"
+    html = queueing.cached_row(issue_id, variant)
+    if html is None:
+        issue = db.session.get(Issue, issue_id,
+                               options=[so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)])
+        if issue is None:
+            abort(404)
+        html = render_template("outgoing/_issue_row.html", issue=issue, progress=queries.progress(issue))
+        queueing.cache_row(issue_id, variant, html)
+    return html
 
 
 @bp.route("/issues/new", methods=["GET", "POST"])
