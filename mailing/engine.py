@@ -70,39 +70,34 @@ def materialise(issue: Issue) -> dict[str, int]:
     the list's name as the reason. The caller commits.
     """
     params = {"issue_id": issue.id, "list_id": issue.list_id, "sender_id": issue.sender_id, "now": utcnow()}
-    # An EXISTS per row (an index probe) decides the state; the list's name is looked up
-    # afterwards for the suppressed few only, which keeps a million rows to seconds.
-    db.session.execute(
+    # Everyone goes in as pending, then the stop-lists are walked once: each applicable
+    # entry is one probe into the deliveries' address index. That costs what the
+    # stop-lists hold, not a probe per recipient, and the reason is the first list
+    # (by id) that stops the address.
+    total = db.session.execute(
         sa.text(
             """
             INSERT INTO deliveries (issue_id, contact_id, email, name, state, attempts, updated_at)
-            SELECT :issue_id, c.id, c.email, c.name,
-                   CASE WHEN EXISTS (
-                       SELECT 1 FROM stop_entries e
-                       WHERE e.value = c.email AND e.kind = 'email'
-                         AND (e.sender_id IS NULL OR e.sender_id = :sender_id)
-                   ) THEN 'suppressed' ELSE 'pending' END,
-                   0, :now
+            SELECT :issue_id, c.id, c.email, c.name, 'pending', 0, :now
             FROM list_members m JOIN contacts c ON c.id = m.contact_id
             WHERE m.list_id = :list_id AND c.email IS NOT NULL
             """
         ),
         params,
-    )
+    ).rowcount
     reason = applicable_entries_sql("deliveries.email", ":sender_id")
-    db.session.execute(
-        sa.text(f"UPDATE deliveries SET reason = ({reason}) "
-                "WHERE issue_id = :issue_id AND state = 'suppressed'"),
+    suppressed = db.session.execute(
+        sa.text(
+            f"""
+            UPDATE deliveries SET state = 'suppressed', reason = ({reason})
+            WHERE issue_id = :issue_id AND email IN (
+                SELECT e.value FROM stop_entries e
+                WHERE e.kind = 'email' AND (e.sender_id IS NULL OR e.sender_id = :sender_id))
+            """
+        ),
         params,
-    )
-    counts = dict(
-        db.session.execute(
-            sa.select(deliveries.c.state, sa.func.count())
-            .where(deliveries.c.issue_id == issue.id)
-            .group_by(deliveries.c.state)
-        ).all()
-    )
-    total = sum(counts.values())
+    ).rowcount
+    counts = {D.SUPPRESSED: suppressed}
     db.session.execute(
         sa.update(issues).where(issues.c.id == issue.id).values(
             total=total, suppressed_count=counts.get(D.SUPPRESSED, 0), sent_count=0,
