@@ -44,6 +44,18 @@ def drive(sessions, timeout=10.0):
     return [replies[id(s)] for s in sessions]
 
 
+def send_rounds(port, connections, rounds):
+    """`rounds` letters on each of `connections` sessions driven together; the sessions."""
+    sessions = [open_session(port)[1] for _ in range(connections)]
+    for round_ in range(rounds):
+        for i, s in enumerate(sessions):
+            s.begin("news@outbox.test", f"r{round_}-{i}@example.org", LETTER)
+        assert all(r.code == 250 for r in drive(sessions))
+    for s in sessions:
+        s.close()
+    return sessions
+
+
 def open_session(port, timeout=5.0):
     conn = SmtpConnection(RelayConfig("127.0.0.1", port, timeout=timeout))
     conn.open()
@@ -71,14 +83,7 @@ def test_refusal_then_the_next_letter_on_the_same_connection(smtp, pipelining):
 
 
 def test_many_sessions_in_one_thread_each_letter_once(smtp):
-    pairs = [open_session(smtp.port) for _ in range(4)]
-    sessions = [s for _, s in pairs]
-    for round_ in range(5):
-        for i, s in enumerate(sessions):
-            s.begin("news@outbox.test", f"r{round_}-{i}@example.org", LETTER)
-        assert all(r.code == 250 for r in drive(sessions))
-    for s in sessions:
-        s.close()
+    send_rounds(smtp.port, 4, 5)
     assert sorted(smtp.handler.counts().values()) == [1] * 20
 
 
@@ -160,15 +165,8 @@ def smtp_sink():
 
 def test_pipelined_sessions_against_smtp_sink(smtp_sink):
     port, proc = smtp_sink
-    pairs = [open_session(port) for _ in range(3)]
-    sessions = [s for _, s in pairs]
+    sessions = send_rounds(port, 3, 30)
     assert all(s.pipelining for s in sessions), "smtp-sink offers PIPELINING"
-    for round_ in range(30):
-        for i, s in enumerate(sessions):
-            s.begin("news@outbox.test", f"r{round_}-{i}@example.org", LETTER)
-        assert all(r.code == 250 for r in drive(sessions))
-    for s in sessions:
-        s.close()
     proc.terminate()
     out = proc.stdout.read()
     assert b"mesg=90" in out, "smtp-sink counted every letter"
