@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import job_context
+from . import job_context, shutdown
 
 
 def start_issue(issue_id: int) -> str:
@@ -14,8 +14,11 @@ def start_issue(issue_id: int) -> str:
 
 
 def send_issue(issue_id: int) -> str:
-    """Send due recipients until none is left or the issue is halted."""
+    """Send due recipients until none is left or the issue is halted, or until the worker
+    shuts down (then letters in flight finish and the rest waits for the next runner)."""
     with job_context():
         from mailing.engine import Runner
 
-        return Runner(issue_id).run()
+        runner = Runner(issue_id)
+        with shutdown.on_request(runner.shut_down):
+            return runner.run()

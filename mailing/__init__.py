@@ -55,12 +55,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True,
                 instance_path=os.environ.get("OUTBOX_INSTANCE") or None)
     instance = Path(app.instance_path)
-    instance.mkdir(parents=True, exist_ok=True)
-    from . import config
+    from . import config, files
+
+    # instance/ holds the database, the secret key and uploaded contact files: this user only.
+    files.private_dir(instance)
 
     app.config.update(config.load(instance))
     if test_config:
         app.config.update(test_config)
+    from . import redact
+
+    redact.remember(app.config)  # relay/database/Redis passwords never reach a page or a log
+    redact.install_log_redaction()
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         # No session waits for a lock forever, and none sits idle inside a transaction
         # holding one: a stuck process fails loudly and the maintenance loop moves on.
@@ -70,8 +76,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         })
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}}
+        # Created 0600 before SQLite first opens it (by the app or by `flask db upgrade`).
+        files.private_sqlite(app.config["SQLALCHEMY_DATABASE_URI"], instance)
 
     db.init_app(app)
+    from . import uploads
+
+    uploads.init_app(app)  # before CSRF: an oversized body is refused before anything reads it
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -85,6 +96,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .views import register
 
     register(app)
+    from .security import init_security
+
+    init_security(app)
     from .cli import register_cli
 
     register_cli(app)

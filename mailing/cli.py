@@ -53,20 +53,16 @@ def register_cli(app: Flask) -> None:
     @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
     @click.option("--name", default=None)
     def worker_cmd(burst: bool, name: str | None) -> None:
-        """An RQ worker with its scheduler, plus the maintenance loop (lease reaper)."""
-        import multiprocessing
-
-        from rq import Worker
-
+        """An RQ worker with its scheduler, plus the maintenance loop (lease reaper).
+        SIGTERM or Ctrl-C: letters in flight finish, then it exits (warm shutdown)."""
         from jobs import get_app
         from jobs.maintenance import run_forever
+        from jobs.worker import Maintenance, OutboxWorker
 
         # The maintenance loop runs in its own process, forked before any thread exists:
         # RQ forks a process per job, and a fork taken while another thread holds a lock
         # (a connection pool's, a statement cache's) would leave that lock held forever.
-        maintenance = multiprocessing.get_context("fork").Process(
-            target=run_forever, args=(os.getpid(),), name="outbox-maintenance", daemon=True)
-        maintenance.start()
+        maintenance = Maintenance(run_forever, os.getpid())
         get_app()  # preloaded once; forked job processes reuse it
         # The worker's own connection: RQ sets a long socket timeout on it for its
         # blocking dequeue, which must not leak into the pool the jobs share.
@@ -76,12 +72,12 @@ def register_cli(app: Flask) -> None:
 
         conn = redis.Redis.from_url(current_app.config["REDIS_URL"])
         q = queue()
-        worker = Worker([q.name], connection=conn, name=name)
+        worker = OutboxWorker([q.name], connection=conn, name=name)
+        maintenance.watch()  # restarts it when it dies; a thread, so only after the fork above
         try:
             worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
         finally:
-            maintenance.terminate()
-            maintenance.join(5)
+            maintenance.stop()
 
     @app.cli.command("stack")
     @click.option("--port", envvar="PORT", default=5000, type=int)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .addresses import email_key
 from .extensions import db
 from .models import Delivery
-from .stoplists import add_entry, normalise_email
+from .stoplists import add_entry
 
 
 class ComplaintError(ValueError):
@@ -54,7 +55,7 @@ def handle_arf(raw: bytes) -> str:
     if not rcpt:
         raise ComplaintError("the report names no recipient and no known Message-ID")
     try:
-        address = normalise_email(rcpt)
+        address = email_key(rcpt)  # the person, whatever case the report uses
     except Exception as exc:
         raise ComplaintError(f"bad recipient address: {exc}") from None
     from .models import StopEvent, StopList

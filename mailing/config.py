@@ -6,23 +6,30 @@ import os
 import secrets
 from pathlib import Path
 
+from .files import write_once
+
 
 def _secret_key(instance: Path) -> str:
     """SECRET_KEY from the environment, else one generated once into instance/."""
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
-    path = instance / "secret_key"
-    if not path.exists():
-        instance.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    # Written 0600 from its first byte and published atomically: two processes starting
+    # at once (web and worker) agree on one key (see files.write_once).
+    return write_once(instance / "secret_key", secrets.token_hex(32))
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    """An on/off environment setting; unset or empty keeps the default."""
+    if not value:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def load(instance: Path) -> dict:
     """The configuration in force, read from the environment with defaults."""
     env = os.environ.get
     db_url = env("DATABASE_URL") or f"sqlite:///{instance / 'outbox.sqlite3'}"
+    base_url = (env("BASE_URL") or f"http://127.0.0.1:{env('PORT') or 5000}").rstrip("/")
     return {
         "SECRET_KEY": _secret_key(instance),
         "SQLALCHEMY_DATABASE_URI": db_url,
@@ -31,7 +38,7 @@ def load(instance: Path) -> dict:
         # Unset means: the launcher runs the sandbox catch-all writing to instance/maildir.
         "SMTP_URL": env("SMTP_URL") or "",
         "MAILDIR": env("MAILDIR") or str(instance / "maildir"),
-        "BASE_URL": (env("BASE_URL") or f"http://127.0.0.1:{env('PORT') or 5000}").rstrip("/"),
+        "BASE_URL": base_url,
         "RQ_QUEUE": env("RQ_QUEUE") or "outbox",
         # Sending engine knobs (admin settings override some of them at run time).
         "SEND_CONCURRENCY": int(env("SEND_CONCURRENCY") or 8),
@@ -41,6 +48,9 @@ def load(instance: Path) -> dict:
         "MAX_ATTEMPTS": int(env("MAX_ATTEMPTS") or 5),
         "RETRY_BASE_SECONDS": float(env("RETRY_BASE_SECONDS") or 60),
         "RELAY_ERROR_LIMIT": int(env("RELAY_ERROR_LIMIT") or 50),
+        # Seconds an unreachable relay is retried (with back-off) before the issue is
+        # interrupted: a relay restart or a network blip should not need a person.
+        "RELAY_RETRY_WINDOW": float(env("RELAY_RETRY_WINDOW") or 120),
         "SMTP_TIMEOUT": float(env("SMTP_TIMEOUT") or 30),
         # A Maildir where a feedback loop drops ARF complaint reports (optional).
         "COMPLAINTS_MAILDIR": env("COMPLAINTS_MAILDIR") or "",
@@ -48,7 +58,24 @@ def load(instance: Path) -> dict:
         "DEFAULT_PHONE_REGION": env("DEFAULT_PHONE_REGION") or "RU",
         "BABEL_DEFAULT_LOCALE": "en",
         "LANGUAGES": ["en", "ru"],
+        # Request bodies larger than this are refused (413) from the Content-Length, before
+        # they are read; the import routes (mailing/uploads.py) take up to MAX_IMPORT_BYTES.
+        "MAX_CONTENT_LENGTH": int(env("MAX_REQUEST_BYTES") or 2 * 1024 * 1024),
+        "MAX_IMPORT_BYTES": int(env("MAX_IMPORT_BYTES") or 100 * 1024 * 1024),
+        # Stop-list CSV files larger than this are imported by an RQ job with a progress bar.
+        "STOPLIST_JOB_BYTES": int(env("STOPLIST_JOB_BYTES") or 1024 * 1024),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # Secure cookie (and HSTS, see security.py) when the app is served over https.
+        "SESSION_COOKIE_SECURE": _flag(env("SESSION_COOKIE_SECURE"), default=base_url.lower().startswith("https://")),
+        # Proxies in front of the app whose X-Forwarded-For/-Proto are trusted (0: none).
+        "PROXY_HOPS": int(env("PROXY_HOPS") or 0),
+        # Login throttling (mailing/accounts.py): failures allowed per account and per client
+        # address within the window, then a wait that doubles with each further failure.
+        "LOGIN_ACCOUNT_LIMIT": int(env("LOGIN_ACCOUNT_LIMIT") or 5),
+        "LOGIN_IP_LIMIT": int(env("LOGIN_IP_LIMIT") or 50),
+        "LOGIN_WINDOW_SECONDS": int(env("LOGIN_WINDOW_SECONDS") or 900),
+        "LOGIN_LOCK_SECONDS": int(env("LOGIN_LOCK_SECONDS") or 60),
+        "LOGIN_LOCK_MAX_SECONDS": int(env("LOGIN_LOCK_MAX_SECONDS") or 900),
     }

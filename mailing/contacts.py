@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,9 +13,10 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError
 
 from . import stoplists
+from .addresses import email_key, is_valid_email, normalise_key, search_form
 from .extensions import db
-from .models import Contact, ContactImport, ContactList, list_members, utcnow
-from .stoplists import normalise_email
+from .letter import BUILTIN_FIELDS, FIELD_NAME, Recipient
+from .models import Contact, ContactField, ContactImport, ContactList, list_members, utcnow
 
 BATCH = 5000
 MAX_REJECTED_KEPT = 10_000
@@ -38,8 +41,7 @@ def search_page(q: str = "", before: int | None = None, per_page: int = 50) -> t
         stmt = stmt.where(Contact.id < before)
     q = q.strip()
     if q:
-        like = q.lower()
-        stmt = stmt.where(sa.or_(Contact.email.contains(like, autoescape=True),
+        stmt = stmt.where(sa.or_(Contact.email_key.contains(search_form(q), autoescape=True),
                                  Contact.phone.contains(q.replace(" ", ""), autoescape=True),
                                  Contact.name.contains(q, autoescape=True)))
     rows = list(db.session.scalars(stmt))
@@ -54,15 +56,45 @@ def _insert(table: Any) -> Any:
     return insert(table)
 
 
+def contact_row(email: str, name: str = "", phone: str | None = None,
+                attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A row for `upsert`: the address as given and its key (EmailNotValidError if bad)."""
+    address, key = normalise_key(email)
+    return {"email": address, "email_key": key, "name": unicodedata.normalize("NFC", name or "").strip()[:200],
+            "phone": phone, "attributes": attributes or {}}
+
+
+def field_name(header: str) -> str:
+    """A CSV column's name as a letter's placeholder can name it: `First Name` is `first_name`."""
+    return re.sub(r"[^0-9a-z_]+", "_", unicodedata.normalize("NFKC", header).strip().lower()).strip("_")[:64]
+
+
+def known_fields() -> list[str]:
+    """Every field a placeholder may name: the built-in ones and the custom fields seen."""
+    custom = db.session.scalars(sa.select(ContactField.name).order_by(ContactField.name)).all()
+    return [*BUILTIN_FIELDS, *(c for c in custom if c not in BUILTIN_FIELDS)]
+
+
+def register_fields(names: set[str]) -> None:
+    """Remember custom field names (once each), so placeholders can be checked at save time."""
+    names = {n for n in names if n and n not in BUILTIN_FIELDS and FIELD_NAME.fullmatch(n)}
+    if names:
+        db.session.execute(_insert(ContactField.__table__).on_conflict_do_nothing(),
+                           [{"name": n, "created_at": utcnow()} for n in sorted(names)])
+
+
 def upsert(rows: list[dict[str, Any]], list_id: int | None) -> tuple[int, int]:
-    """Insert or update contacts by email, and put them in the list; (imported, updated)."""
+    """Insert or update contacts by address key, and put them in the list; (imported,
+    updated). An existing contact keeps its address as first given; its name, phone and
+    fields are updated."""
     if not rows:
         return 0, 0
-    emails = [r["email"] for r in rows]
-    existing = set(db.session.scalars(sa.select(Contact.email).where(Contact.email.in_(emails))))
+    keys = [r["email_key"] for r in rows]
+    existing = set(db.session.scalars(sa.select(Contact.email_key).where(Contact.email_key.in_(keys))))
+    register_fields({k for r in rows for k in r["attributes"]})
     stmt = _insert(Contact.__table__)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["email"],
+        index_elements=["email_key"],
         set_={"name": sa.func.coalesce(sa.func.nullif(stmt.excluded.name, ""), Contact.__table__.c.name),
               "phone": sa.func.coalesce(stmt.excluded.phone, Contact.__table__.c.phone),
               "attributes": stmt.excluded.attributes})
@@ -79,24 +111,27 @@ def upsert(rows: list[dict[str, Any]], list_id: int | None) -> tuple[int, int]:
 
 @dataclass
 class ParsedRow:
-    email: str
-    name: str
-    phone: str | None
-    attributes: dict[str, str]
+    row: dict[str, Any]
+    warning: str | None = None  # what was left out of a row that was imported
 
 
 def parse_row(record: dict[str, str], region: str) -> ParsedRow:
+    """One CSV record as a contact row. A bad email rejects the row; a bad phone only
+    leaves the phone out (the row says so), since the address is what we send to."""
     raw_email = (record.get("email") or "").strip()
     if not raw_email:
         raise ValueError("no email")
+    warning = None
     try:
-        email = normalise_email(raw_email)
+        phone = normalise_phone(record.get("phone") or "", region)
+    except ValueError as exc:
+        phone, warning = None, str(exc)
+    try:
+        row = contact_row(raw_email, record.get("name") or "", phone,
+                          {k: v for k, v in record.items() if k and k not in ("email", "name", "phone") and v})
     except EmailNotValidError as exc:
-        raise ValueError(f"email: {exc}") from None
-    name = (record.get("name") or "").strip()[:200]
-    phone = normalise_phone(record.get("phone") or "", region)
-    extra = {k: v for k, v in record.items() if k and k not in ("email", "name", "phone") and v}
-    return ParsedRow(email, name, phone, extra)
+        raise ValueError(f"email: {exc}" + (f"; {warning}" if warning else "")) from None
+    return ParsedRow(row, f"{warning}; imported without the phone" if warning else None)
 
 
 def parse_chunk(args: tuple[list[str], list[tuple[int, list[str]]], str]) -> tuple[list[dict[str, Any]], list[list[Any]], int]:
@@ -110,16 +145,19 @@ def parse_chunk(args: tuple[list[str], list[tuple[int, list[str]]], str]) -> tup
     for line, values in rows:
         record = dict(zip(header, values, strict=False))
         try:
-            row = parse_row(record, region)
+            parsed = parse_row(record, region)
         except ValueError as exc:
             text = ",".join((v or "") for v in record.values() if isinstance(v, str))[:120]
             rejected.append([line, text, str(exc)])
             continue
-        if row.email in good:
-            repeats += 1  # the same address twice in one chunk: the first wins
+        if parsed.warning:
+            text = ",".join((v or "") for v in record.values() if isinstance(v, str))[:120]
+            rejected.append([line, text, parsed.warning, "warning"])
+        key = parsed.row["email_key"]
+        if key in good:
+            repeats += 1  # one person twice in one chunk (any case or IDN variant): the first wins
             continue
-        good[row.email] = {"email": row.email, "name": row.name, "phone": row.phone,
-                           "attributes": row.attributes}
+        good[key] = parsed.row
     return list(good.values()), rejected, repeats
 
 
@@ -160,7 +198,7 @@ def run_import(import_id: int, region: str, processes: int | None = None) -> Con
         with open(imp.path, "rb") as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             reader = csv.reader(text)
-            header = [f.strip().lower() for f in next(reader, [])]
+            header = [field_name(f) for f in next(reader, [])]
             if "email" not in header:
                 raise ValueError("the CSV needs a header row with an 'email' column")
             pending: deque[tuple[Any, int]] = deque()
@@ -176,10 +214,10 @@ def run_import(import_id: int, region: str, processes: int | None = None) -> Con
                     break
                 result, position = pending.popleft()
                 good, bad, repeats = result.get() if pool else result
-                counts["rejected"] += len(bad)
+                counts["rejected"] += sum(1 for b in bad if len(b) < 4)
                 counts["skipped"] += repeats
                 rejected.extend(bad[:max(MAX_REJECTED_KEPT - len(rejected), 0)])
-                _flush(imp, {r["email"]: r for r in good}, counts, rejected, position)
+                _flush(imp, {r["email_key"]: r for r in good}, counts, rejected, position)
         imp.state, imp.finished_at = "done", utcnow()
         db.session.commit()
     except (OSError, ValueError, csv.Error) as exc:
@@ -214,3 +252,23 @@ def delete_list(lst: ContactList) -> None:
     db.session.execute(sa.delete(list_members).where(list_members.c.list_id == lst.id))
     db.session.delete(lst)
     db.session.commit()
+
+
+def sample_recipient(issue: Any, address: str, unsubscribe_url: str) -> Recipient:
+    """A real contact's values for a preview or a test letter: the contact whose address is
+    `address` (any case or IDN variant), else the first member of the issue's list; with
+    neither, `address` with empty fields (placeholders show their defaults)."""
+    contact = None
+    if address and is_valid_email(address):
+        contact = db.session.scalar(sa.select(Contact).where(Contact.email_key == email_key(address)))
+    if contact is None and issue.list_id is not None:
+        contact = db.session.scalar(
+            sa.select(Contact).join(list_members, list_members.c.contact_id == Contact.id)
+            .where(list_members.c.list_id == issue.list_id, Contact.email.is_not(None))
+            .order_by(Contact.id).limit(1))
+    if contact is None:
+        return Recipient(0, "sample", address or "reader@example.org", "", unsubscribe_url, {})
+    fields = {k: str(v) for k, v in (contact.attributes or {}).items() if v is not None}
+    if contact.phone:
+        fields["phone"] = contact.phone
+    return Recipient(0, contact.id, contact.email or "", contact.name, unsubscribe_url, fields)

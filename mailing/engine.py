@@ -29,9 +29,10 @@ import sqlalchemy as sa
 from flask import current_app
 
 from . import queueing, states
+from .addresses import needs_smtputf8, wire_address
 from .extensions import db
 from .letter import Letter, LetterError, Recipient
-from .models import OPEN_STATES, Delivery, Issue, Sender, utcnow
+from .models import OPEN_STATES, Contact, Delivery, Issue, Sender, utcnow
 from .models import DeliveryState as D
 from .stoplists import applicable_entries_sql, suppressed_among
 from .transport import (
@@ -45,6 +46,10 @@ from .transport import (
 from .unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
+# The status reason of a Sending issue whose relay is being waited for (see Runner._note_relay_wait).
+RELAY_WAIT = "waiting for the relay: "
+# Why a recipient with a non-ASCII local part got nothing, in words support can repeat.
+NO_SMTPUTF8 = "the relay does not accept internationalised addresses (no SMTPUTF8)"
 deliveries = Delivery.__table__
 issues = Issue.__table__
 
@@ -77,20 +82,20 @@ def materialise(issue: Issue) -> dict[str, int]:
     total = db.session.execute(
         sa.text(
             """
-            INSERT INTO deliveries (issue_id, contact_id, email, name, state, attempts, updated_at)
-            SELECT :issue_id, c.id, c.email, c.name, 'pending', 0, :now
+            INSERT INTO deliveries (issue_id, contact_id, email, email_key, name, state, attempts, updated_at)
+            SELECT :issue_id, c.id, c.email, c.email_key, c.name, 'pending', 0, :now
             FROM list_members m JOIN contacts c ON c.id = m.contact_id
             WHERE m.list_id = :list_id AND c.email IS NOT NULL
             """
         ),
         params,
     ).rowcount
-    reason = applicable_entries_sql("deliveries.email", ":sender_id")
+    reason = applicable_entries_sql("deliveries.email_key", ":sender_id")
     suppressed = db.session.execute(
         sa.text(
             f"""
             UPDATE deliveries SET state = 'suppressed', reason = ({reason})
-            WHERE issue_id = :issue_id AND email IN (
+            WHERE issue_id = :issue_id AND email_key IN (
                 SELECT e.value FROM stop_entries e
                 WHERE e.kind = 'email' AND (e.sender_id IS NULL OR e.sender_id = :sender_id))
             """
@@ -112,6 +117,7 @@ class Claimed:
     id: int
     contact_id: int | None
     email: str
+    email_key: str
     name: str
     attempts: int
 
@@ -146,7 +152,7 @@ def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Cla
         .where(c.id.in_(ids))
         .values(state=D.SENDING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
                 attempts=c.attempts + 1, updated_at=now)
-        .returning(c.id, c.contact_id, c.email, c.name, c.attempts)
+        .returning(c.id, c.contact_id, c.email, c.email_key, c.name, c.attempts)
     )
     rows = [Claimed(*r) for r in db.session.execute(stmt).all()]
     db.session.commit()
@@ -358,9 +364,28 @@ def build_letter(issue: Issue) -> Letter:
         raise LetterError("the issue has no sender")
     return Letter(
         issue_id=issue.id, subject=issue.subject, body_html=issue.body_html,
-        from_name=sender.name, from_email=sender.email,
-        secret=current_app.config["SECRET_KEY"].encode(),
+        from_name=issue.from_name or sender.name, from_email=sender.email,
+        secret=current_app.config["SECRET_KEY"].encode(), body_text=issue.body_text or "",
+        preheader=issue.preheader or "", reply_to=issue.reply_to or "",
+        custom_headers=issue.custom_headers or "",
     )
+
+
+def contact_values(contact_ids: list[int], wanted: set[str]) -> dict[int, dict[str, str]]:
+    """The phone and custom fields a letter uses, for one claimed chunk: one query.
+    Only the fields the letter names are kept, so a wide contact costs no more."""
+    if not contact_ids:
+        return {}
+    rows = db.session.execute(sa.select(Contact.id, Contact.phone, Contact.attributes)
+                              .where(Contact.id.in_(contact_ids))).all()
+    db.session.commit()
+    out: dict[int, dict[str, str]] = {}
+    for cid, phone, attrs in rows:
+        values = {k: str(v) for k, v in (attrs or {}).items() if k in wanted and v is not None}
+        if phone and "phone" in wanted:
+            values["phone"] = phone
+        out[cid] = values
+    return out
 
 
 def relay_config() -> RelayConfig:
@@ -379,6 +404,8 @@ class _Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
     halted: threading.Event = field(default_factory=threading.Event)
     relay_error: str | None = None
+    relay_reply: str | None = None  # the failing reply or error behind relay_error
+    relay_waiting: str | None = None  # the error the connections are waiting out, if any
     auth_error: bool = False
     consecutive_errors: int = 0
     in_flight: int = 0
@@ -395,6 +422,7 @@ class _Slot:
     data: bytes = b""
     failures: int = 0
     events: int = 0
+    retry_at: float = 0.0  # monotonic time before which a failed connection is not reopened
 
 
 class Runner:
@@ -410,12 +438,15 @@ class Runner:
         self.max_attempts = int(cfg["MAX_ATTEMPTS"])
         self.retry_base = float(cfg["RETRY_BASE_SECONDS"])
         self.error_limit = int(cfg["RELAY_ERROR_LIMIT"])
+        self.relay_window = float(cfg.get("RELAY_RETRY_WINDOW", 120))
         self.base_url = cfg["BASE_URL"]
         self.secret = cfg["SECRET_KEY"].encode()
         self.redis = queueing.redis_connection()
         self.halt_key = queueing.halt_key(issue_id)
         self.shared = _Shared()
         self.work: deque[Claimed] = deque()
+        # Contact fields the letter needs (phone, custom ones), by contact id, fetched per claim.
+        self.fields: dict[int, dict[str, str]] = {}
         self.closing = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -442,9 +473,12 @@ class Runner:
         A slot is one connection: it opens in the background (EHLO, STARTTLS and
         AUTH block), then takes the next claimed recipient whenever its previous
         transaction is over. The halt event is checked before each letter starts, so
-        after Pause at most one letter per connection is still in flight. Two
-        failures in a row on a slot (cannot open, connection lost) interrupt the
-        issue with the relay's error; a lost letter is retried once on a new connection.
+        after Pause at most one letter per connection is still in flight. A slot
+        that cannot open or loses its connection reconnects at once, then with
+        back-off (0.5 s doubling to 10 s), holding its letter: a relay restart or a
+        network blip is ridden out. Only when no letter has been answered for
+        RELAY_RETRY_WINDOW seconds is the issue interrupted, with the relay's error.
+        Refused credentials interrupt at once: retrying will not help.
         """
         sh = self.shared
         sel = selectors.DefaultSelector()
@@ -458,6 +492,8 @@ class Runner:
             slot.opening = opener.submit(slot.conn.open)
             slot.opening.add_done_callback(lambda _f: self._wake())
 
+        outage: list[float] = []  # when the relay stopped answering, while it does not
+
         def fail(slot: _Slot, exc: Exception) -> None:
             if slot.session is not None:
                 sel.unregister(slot.session.sock)
@@ -467,15 +503,28 @@ class Runner:
             if isinstance(exc, RelayAuthFailed):
                 with sh.lock:
                     sh.auth_error, sh.relay_error = True, f"authentication refused: {exc}"
-            elif slot.failures >= 2:
+                    sh.relay_reply = str(exc)
+            else:
+                now = time.monotonic()
+                if not outage:
+                    outage.append(now)
+                delay = 0.0 if slot.failures < 2 else min(0.5 * 2 ** (slot.failures - 2), 10.0)
+                # Never sleep past the window: the interrupt comes when it is due.
+                slot.retry_at = min(now + delay, outage[0] + self.relay_window)
                 with sh.lock:
-                    sh.relay_error = sh.relay_error or f"relay unreachable: {exc}"
+                    sh.relay_waiting = str(exc)
+                    if now - outage[0] >= self.relay_window and sh.relay_error is None:
+                        sh.relay_error, sh.relay_reply = f"relay unreachable: {exc}", str(exc)
             if sh.relay_error:
                 self._halt()
 
         def finish(slot: _Slot, reply: Reply) -> None:
             assert slot.item is not None
             slot.failures = 0
+            if outage:  # the relay answered: whatever it said, it is reachable again
+                outage.clear()
+                with sh.lock:
+                    sh.relay_waiting = None
             self._outcome(slot.item, reply, slot.mid)
             slot.item = None
 
@@ -492,16 +541,25 @@ class Runner:
             item = slot.item
             if slot.mid is None:
                 key = item.contact_id if item.contact_id is not None else f"d{item.id}"
+                fields = self.fields.pop(item.contact_id, {}) if item.contact_id is not None else {}
                 try:
                     slot.mid, slot.data = letter.build(Recipient(
-                        item.id, key, item.email, item.name, unsubscribe_url(self.base_url, self.secret, item.id)))
+                        item.id, key, item.email, item.name, unsubscribe_url(self.base_url, self.secret, item.id),
+                        fields))
                 except LetterError as exc:
                     with sh.lock:
-                        sh.results.append(Result(item.id, D.FAILED, Reply(554, "5.6.0", str(exc))))
+                        sh.results.append(Result(item.id, D.FAILED, reason=str(exc)[:200]))
                     slot.item = None
                     return
+            utf8 = needs_smtputf8(item.email)
+            if utf8 and not slot.session.smtputf8:
+                # Said in the recipient's own words: no relay reply exists to show.
+                with sh.lock:
+                    sh.results.append(Result(item.id, D.FAILED, reason=NO_SMTPUTF8))
+                slot.item = None
+                return
             try:
-                slot.session.begin(sender_email, item.email, slot.data)
+                slot.session.begin(sender_email, wire_address(item.email), slot.data, smtputf8=utf8)
             except RelayUnavailable as exc:
                 fail(slot, exc)
                 return
@@ -531,6 +589,8 @@ class Runner:
                         break
                     if slot.opening is not None or (slot.session is not None and slot.session.busy):
                         continue
+                    if slot.session is None and slot.retry_at > time.monotonic():
+                        continue  # backing off after a relay failure
                     if slot.item is None:
                         if not self.work:
                             continue
@@ -623,6 +683,7 @@ class Runner:
             sh.consecutive_errors += 1
             if sh.consecutive_errors >= self.error_limit and sh.relay_error is None:
                 sh.relay_error = f"{sh.consecutive_errors} consecutive relay errors, last: {reply}"
+                sh.relay_reply = str(reply)
                 sh.halted.set()
             if reply.kind == "permanent":
                 sh.results.append(Result(item.id, D.BOUNCED, reply, mid, at=now))
@@ -649,6 +710,13 @@ class Runner:
     def _halt(self) -> None:
         self.shared.halted.set()
         self._wake()
+
+    def shut_down(self) -> None:
+        """The worker is stopping (SIGTERM, Ctrl-C on the stack): start no new letter, let
+        those in flight finish and be recorded, give the rest back as pending. Only this
+        process halts (not the issue's Redis flag), so the issue stays Sending and the
+        next runner, started by a worker's maintenance loop, carries on without repeats."""
+        self._halt()
 
     def _watch_halt(self, stop: threading.Event) -> None:
         """Turn the issue's halt flag into the in-process event the send loop checks: a
@@ -716,7 +784,7 @@ class Runner:
         try:
             letter = build_letter(issue)
             relay = relay_config()
-            sender_email = letter.from_email
+            sender_email = letter.wire_from
         except (LetterError, ValueError, RelayUnavailable) as exc:
             self._interrupt(str(exc))
             return "interrupted"
@@ -759,13 +827,17 @@ class Runner:
                 rows = claim(self.issue_id, self.owner, limit, self.lease)
                 if not rows:
                     break
-                blocked = suppressed_among([r.email for r in rows], sender_id)
-                skip = [Result(r.id, D.SUPPRESSED, reason=blocked[r.email]) for r in rows
-                        if r.email in blocked]
+                blocked = suppressed_among([r.email_key for r in rows], sender_id)
+                skip = [Result(r.id, D.SUPPRESSED, reason=blocked[r.email_key]) for r in rows
+                        if r.email_key in blocked]
                 if skip:
                     with self.shared.lock:
                         self.shared.results.extend(skip)
-                self.work.extend(r for r in rows if r.email not in blocked)
+                sendable = [r for r in rows if r.email_key not in blocked]
+                if letter.custom_fields:
+                    self.fields.update(contact_values(
+                        [r.contact_id for r in sendable if r.contact_id is not None], letter.custom_fields))
+                self.work.extend(sendable)
                 self._wake()
                 # Claim the next chunk when half of this one has left: the connections
                 # never starve, and a claim never runs far ahead of the relay.
@@ -780,6 +852,17 @@ class Runner:
                         self._heartbeat()
                         last_renew = time.monotonic()
                 self._flush_if_due()
+            # The last letters may still be waiting out a relay blip: keep their leases
+            # and this runner's heartbeat alive until the send loop is done with them.
+            self.closing.set()
+            self._wake()
+            while sender.is_alive():
+                sender.join(0.1)
+                self._flush_if_due()
+                if time.monotonic() - last_renew > self.lease / 3:
+                    renew_leases(self.issue_id, self.owner, self.lease)
+                    self._heartbeat()
+                    last_renew = time.monotonic()
         finally:
             self.closing.set()
             self._wake()
@@ -792,6 +875,7 @@ class Runner:
             self._wake_r.close()
             self._wake_w.close()
             self._flush()
+            self._note_relay_wait(None)
             with self.shared.lock:
                 unsent = self.shared.unsent + leftover
                 self.shared.unsent = []
@@ -801,7 +885,7 @@ class Runner:
         if self._loop_error is not None:
             raise self._loop_error  # the job fails visibly; what was not sent is pending again
         if self.shared.relay_error:
-            self._interrupt(self.shared.relay_error)
+            self._interrupt(self.shared.relay_error, self.shared.relay_reply)
             return "interrupted"
         return self._conclude(outcome)
 
@@ -818,12 +902,33 @@ class Runner:
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._last_flush >= 0.25:
             self._flush()
+            self._note_relay_wait(self.shared.relay_waiting)
             self._last_flush = time.monotonic()
 
-    def _interrupt(self, reason: str) -> None:
+    _noted_wait: str | None = None
+
+    def _note_relay_wait(self, waiting: str | None) -> None:
+        """While the connections wait out a relay failure the issue stays Sending and its
+        status reason says so (the row, the issue page, the API); the reason goes once a
+        letter is answered again. Written only when it changes."""
+        if waiting == self._noted_wait:
+            return
+        c = issues.c
+        sending = sa.and_(c.id == self.issue_id, c.status == states.IssueStatus.SENDING)
+        if waiting is not None:
+            stmt = sa.update(issues).where(sending).values(status_reason=(RELAY_WAIT + waiting)[:1000])
+        else:
+            stmt = sa.update(issues).where(sending, c.status_reason.like(RELAY_WAIT + "%")) \
+                .values(status_reason=None)
+        db.session.execute(stmt)
+        db.session.info.setdefault(states.CHANGED, set()).add(self.issue_id)  # drop the cached row
+        db.session.commit()
+        self._noted_wait = waiting
+
+    def _interrupt(self, reason: str, last_reply: str | None = None) -> None:
         from . import lifecycle
 
-        lifecycle.interrupt(self.issue_id, reason)
+        lifecycle.interrupt(self.issue_id, reason, last_reply)
 
     def _conclude(self, outcome: str) -> str:
         from . import lifecycle

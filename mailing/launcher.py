@@ -1,7 +1,14 @@
 """`make run`: migrate, seed, then start Redis, the sandbox SMTP server, workers and the
-web server as child processes, and stop every one of them on Ctrl-C. The children run in
-sessions of their own, so Ctrl-C reaches the launcher alone and it stops them in order:
-web and workers first (letters in flight finish), Redis last."""
+web server as child processes, and keep them running.
+
+A worker (with its maintenance process) or the SMTP catch-all that dies is started
+again, after 1 s and then twice as long each time it keeps dying (up to a minute; back
+to 1 s once it has stayed up a minute), while the web server and the other workers go
+on serving. Only the web server or Redis dying stops everything, as does Ctrl-C or
+SIGTERM. The children run in sessions of their own, so Ctrl-C reaches the launcher
+alone and it stops them in order: the web server and the workers first, the workers
+with a warm shutdown (letters in flight finish, the rest waits as pending for the next
+start) bounded by WORKER_GRACE seconds, then the SMTP catch-all, Redis last."""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Flask
@@ -139,6 +147,153 @@ def start_redis(instance: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("redis-server did not answer within 10 s")
 
 
+WORKER_GRACE = 30.0  # seconds a stopping worker gets to finish its letters in flight
+
+
+class Backoff:
+    """Restart delays for a process that keeps dying: `first`, doubling up to `cap`, and
+    back to `first` once the process has stayed up `stable` seconds."""
+
+    def __init__(self, first: float = 1.0, cap: float = 60.0, stable: float = 60.0):
+        self.first, self.cap, self.stable = first, cap, stable
+        self.delay = first
+
+    def next_delay(self, uptime: float) -> float:
+        if uptime >= self.stable:
+            self.delay = self.first
+        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
+        return delay
+
+
+def describe_exit(code: int | None) -> str:
+    """An exit status as people read it: `-9 (SIGKILL)` or `1`."""
+    if code is not None and code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return str(code)
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/PID/stat): tells a pid from its reuse."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+@dataclass
+class Child:
+    """One supervised process: how to start it, whether its death ends the stack, and the
+    processes below it last time we looked (a SIGKILLed worker leaves its job process
+    running, and it must still be stopped)."""
+
+    name: str
+    argv: list[str]
+    critical: bool
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    restart_at: float | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    below: list[tuple[int, str | None]] = field(default_factory=list)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Supervisor:
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.children: list[Child] = []
+        self.orphans: list[tuple[int, str | None]] = []  # job processes of workers that died
+        self.stopping = False
+        self.forced = False
+
+    def add(self, name: str, argv: list[str], critical: bool = False,
+            proc: subprocess.Popen | None = None) -> Child:
+        child = Child(name, argv, critical)
+        self.children.append(child)
+        if proc is not None:
+            child.proc, child.started = proc, time.monotonic()
+        else:
+            self.start(child)
+        return child
+
+    def start(self, child: Child) -> None:
+        child.proc = subprocess.Popen(child.argv, env=self.env, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        child.started, child.restart_at, child.below = time.monotonic(), None, []
+
+    def tick(self) -> None:
+        """Restart what died (after its back-off), or stop everything if it was critical."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None:
+                if child.restart_at is not None and now >= child.restart_at:
+                    self.start(child)
+                    assert child.proc is not None
+                    _log(f"{child.name} restarted (pid {child.proc.pid})")
+                continue
+            code = child.proc.poll()
+            if code is None:
+                child.below = [(p, _start_time(p)) for p in descendants(child.proc.pid)]
+                continue
+            if child.critical:
+                _log(f"{child.name} exited with {describe_exit(code)}; stopping everything")
+                self.stopping = True
+                return
+            # Whatever ran below it (a job process mid-send) gets a warm shutdown of its own.
+            for pid, started in child.below:
+                if started is not None and _start_time(pid) == started:
+                    self.orphans.append((pid, started))
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            delay = child.backoff.next_delay(now - child.started)
+            _log(f"{child.name} exited with {describe_exit(code)}; restarting in {delay:g} s")
+            child.proc, child.restart_at, child.below = None, now + delay, []
+
+    def stop(self) -> None:
+        """Web and workers together (the workers warm: letters in flight finish), then the
+        SMTP catch-all the workers were talking to, Redis last."""
+        first = [c for c in self.children if c.name == "web" or c.name.startswith("worker")]
+        self._stop_group(first, WORKER_GRACE, extra=self.orphans)
+        self._stop_group([c for c in self.children if c.name == "smtp"], 5)
+        self._stop_group([c for c in self.children if c.name == "redis"], 10)
+
+    def _stop_group(self, group: list[Child], grace: float,
+                    extra: list[tuple[int, str | None]] | None = None) -> None:
+        procs = [c.proc for c in group if c.proc is not None]
+        tree = [(p, _start_time(p)) for proc in procs for p in [proc.pid, *descendants(proc.pid)]]
+        tree += [(p, s) for p, s in (extra or []) if s is not None and _start_time(p) == s]
+        for proc in procs:  # each passes it on to its own processes, in its own way
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and not self.forced:
+            for proc in procs:
+                proc.poll()  # reap, so that a finished child does not linger as a zombie
+            if not any(_alive(p) and _start_time(p) == s for p, s in tree):
+                break
+            time.sleep(0.1)
+        for p, s in tree:
+            if _alive(p) and _start_time(p) == s:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
 def run_stack(app: Flask, port: int, workers: int) -> int:
     from flask_migrate import upgrade
 
@@ -146,32 +301,25 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
     env = dict(os.environ)
     env.setdefault("OUTBOX_INSTANCE", str(instance))
     env.setdefault("BASE_URL", f"http://127.0.0.1:{port}")
-    procs: list[tuple[str, subprocess.Popen]] = []
-
-    def stop_all(*_args: object) -> None:
-        # Web and workers first (a worker finishes its messages in flight), Redis last.
-        for _name, p in reversed(procs):
-            stop_tree(p, 15)
-
-    stopping = {"flag": False}
+    sup = Supervisor(env)
 
     def on_signal(signum: int, _frame: object) -> None:
-        stopping["flag"] = True
+        if sup.stopping:
+            sup.forced = True  # a second Ctrl-C: do not wait for letters in flight
+        sup.stopping = True
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if not os.environ.get("REDIS_URL"):
             proc, url = start_redis(instance)
-            procs.append(("redis", proc))
+            sup.add("redis", proc.args, critical=True, proc=proc)  # type: ignore[arg-type]
             env["REDIS_URL"] = url
             app.config["REDIS_URL"] = url
         if not os.environ.get("SMTP_URL"):
             smtp_port = free_port(2525)
-            procs.append(("smtp", subprocess.Popen(
-                [sys.executable, "-m", "mailing.sandbox", "--port", str(smtp_port),
-                 "--maildir", app.config["MAILDIR"]], env=env, stdin=subprocess.DEVNULL,
-                start_new_session=True)))
+            sup.add("smtp", [sys.executable, "-m", "mailing.sandbox", "--port", str(smtp_port),
+                             "--maildir", app.config["MAILDIR"]])
             env["SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}"
         with app.app_context():
             upgrade()
@@ -180,11 +328,8 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
             logins = seed(instance)
         flask = [sys.executable, "-m", "flask", "--app", "app"]
         for i in range(workers):
-            procs.append((f"worker-{i}", subprocess.Popen(flask + ["worker"], env=env,
-                                                            stdin=subprocess.DEVNULL,
-                                                            start_new_session=True)))
-        procs.append(("web", subprocess.Popen(web_command(port), env=env, stdin=subprocess.DEVNULL,
-                                              start_new_session=True)))
+            sup.add(f"worker-{i}", flask + ["worker"])
+        sup.add("web", web_command(port), critical=True)
         print(f"\nOutbox is running at http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         if logins:
             print("Demo logins (also in instance/demo-logins.txt):")
@@ -193,15 +338,12 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
         else:
             print(f"Demo logins: {instance / 'demo-logins.txt'}")
         sys.stdout.flush()
-        while not stopping["flag"]:
-            for name, p in procs:
-                if p.poll() is not None:
-                    print(f"{name} exited with {p.returncode}; stopping everything", file=sys.stderr)
-                    stopping["flag"] = True
-                    break
+        while not sup.stopping:
+            sup.tick()
             time.sleep(0.3)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stop_all()
-        print("Outbox stopped.")
+        if sup.children:
+            _log(f"Stopping: letters in flight finish first (up to {WORKER_GRACE:g} s; Ctrl-C again to cut them off)")
+        sup.stop()
+        print("Outbox stopped.", flush=True)
     return 0

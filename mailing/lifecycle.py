@@ -12,7 +12,9 @@ from flask import current_app
 from flask_babel import gettext as _
 
 from . import engine, queueing, settings
+from .contacts import known_fields
 from .extensions import db
+from .letter import TEMPLATE_FIELDS, check_letter
 from .models import Issue, utcnow
 from .states import IllegalTransition, IssueNotFound, IssueStatus, lock_for, record, transition
 
@@ -44,6 +46,16 @@ def check_ready(issue: Issue) -> None:
         raise LaunchError("list_id", _("Choose a contact list."))
     if not (issue.body_html or "").strip():
         raise LaunchError("body_html", _("The letter is empty."))
+    problems = letter_problems(issue)
+    if problems:
+        field, found = next(iter(problems.items()))
+        raise LaunchError(field, f"{field}: {'; '.join(found)}")
+
+
+def letter_problems(issue: Issue) -> dict[str, list[str]]:
+    """What is wrong with the letter's placeholders and headers, per field; checked at
+    save time and again at launch (a custom field may have gone since)."""
+    return check_letter({f: getattr(issue, f) or "" for f in TEMPLATE_FIELDS}, known_fields())
 
 
 def launch(issue_id: int, actor: Any, *, at: datetime | None = None, postpone: bool = False) -> str:
@@ -249,11 +261,16 @@ def finish(issue_id: int) -> None:
         pass  # another runner finished it first
 
 
-def interrupt(issue_id: int, reason: str) -> None:
+def interrupt(issue_id: int, reason: str, last_reply: str | None = None) -> None:
+    """`last_reply` is the failing reply or connection error that caused the interrupt:
+    it replaces the last success as the issue's "last server response", which would
+    otherwise say "250 Ok" next to a relay that is down."""
     queueing.set_halt(issue_id)
     issue = _issue(issue_id)
+    values = {"last_reply": last_reply[:500]} if last_reply else None
     try:
-        transition(issue_id, "interrupt", reason=reason, details={"last_reply": issue.last_reply})
+        transition(issue_id, "interrupt", reason=reason, values=values,
+                   details={"last_reply": last_reply or issue.last_reply})
     except IllegalTransition:
         pass
 

@@ -11,6 +11,7 @@ import sqlalchemy.orm as so
 from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .addresses import email_key
 from .extensions import db
 from .states import IssueStatus
 
@@ -50,6 +51,10 @@ class User(UserMixin, db.Model):
     role: so.Mapped[str] = so.mapped_column(sa.String(16), default=Role.EDITOR)
     locale: so.Mapped[str | None] = so.mapped_column(sa.String(8))
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    # Part of every session cookie (see get_id); raising it ends every session made before.
+    session_version: so.Mapped[int] = so.mapped_column(default=1, server_default="1")
+    # A disabled user cannot log in, and their sessions and API tokens stop working.
+    disabled_at: so.Mapped[datetime | None]
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
@@ -59,6 +64,19 @@ class User(UserMixin, db.Model):
 
     def has_role(self, *roles: str) -> bool:
         return self.role in roles
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses to log in an inactive user
+        return self.disabled_at is None
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session: the id and the session version, so that a
+        copied cookie stops working once the version moves (logout, password change, ...)."""
+        return f"{self.id}.{self.session_version}"
+
+    def end_sessions(self) -> None:
+        """Invalidate every session cookie issued so far; the caller commits."""
+        self.session_version = (self.session_version or 0) + 1
 
 
 class ApiToken(db.Model):
@@ -72,7 +90,15 @@ class ApiToken(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     revoked_at: so.Mapped[datetime | None]
     last_used_at: so.Mapped[datetime | None]
+    # Optional: after this moment the API answers 401.
+    expires_at: so.Mapped[datetime | None]
+    # A read-only token may only GET.
+    read_only: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
     user: so.Mapped[User] = so.relationship()
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= utcnow()
 
 
 list_members = sa.Table(
@@ -83,13 +109,34 @@ list_members = sa.Table(
 )
 
 
+def _email_key_default(context: Any) -> str | None:
+    """Rows inserted with an address get its key (bulk inserts included); code that
+    changes an address sets both."""
+    email = context.get_current_parameters().get("email")
+    return email_key(email) if email else None
+
+
 class Contact(db.Model):
     __tablename__ = "contacts"
+    __table_args__ = (sa.Index("ix_contacts_email_key", "email_key", unique=True),)
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # The address as given (what we send to) and its match key (who the person is:
+    # mailing.addresses); every comparison of people goes through the key. One key has
+    # one address, so the address stays unique too.
     email: so.Mapped[str | None] = so.mapped_column(sa.String(254), unique=True)
+    email_key: so.Mapped[str | None] = so.mapped_column(sa.String(254), default=_email_key_default)
     phone: so.Mapped[str | None] = so.mapped_column(sa.String(20), index=True)
     name: so.Mapped[str] = so.mapped_column(sa.String(200), default="")
     attributes: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+class ContactField(db.Model):
+    """A custom contact field seen in the contact base (an extra CSV column): the names a
+    letter's placeholders may use besides the built-in ones."""
+
+    __tablename__ = "contact_fields"
+    name: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 
 
@@ -121,6 +168,12 @@ class Issue(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     subject: so.Mapped[str] = so.mapped_column(sa.String(300))
     body_html: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    # The plain-text part as the editor wrote it; empty means generated from the HTML.
+    body_text: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    preheader: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
+    from_name: so.Mapped[str] = so.mapped_column(sa.String(200), default="")  # empty: the sender's
+    reply_to: so.Mapped[str] = so.mapped_column(sa.String(254), default="")
+    custom_headers: so.Mapped[str] = so.mapped_column(sa.Text, default="")  # "Name: value" lines
     sender_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("senders.id"))
     list_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("contact_lists.id"))
     # Written only by mailing.states.transition().
@@ -177,12 +230,13 @@ class Delivery(db.Model):
     __table_args__ = (
         sa.UniqueConstraint("issue_id", "contact_id", name="uq_deliveries_issue_contact"),
         sa.Index("ix_deliveries_issue_state", "issue_id", "state", "id"),
-        sa.Index("ix_deliveries_email", "email"),
+        sa.Index("ix_deliveries_email_key", "email_key"),
     )
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     issue_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("issues.id", ondelete="CASCADE"))
     contact_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("contacts.id", ondelete="SET NULL"))
-    email: so.Mapped[str] = so.mapped_column(sa.String(254))
+    email: so.Mapped[str] = so.mapped_column(sa.String(254))  # as given: what we send to
+    email_key: so.Mapped[str] = so.mapped_column(sa.String(254), default=_email_key_default)  # who it is
     name: so.Mapped[str] = so.mapped_column(sa.String(200), default="")
     state: so.Mapped[str] = so.mapped_column(sa.String(20), default=DeliveryState.PENDING)
     attempts: so.Mapped[int] = so.mapped_column(default=0)
@@ -242,7 +296,7 @@ class StopEntry(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("stop_lists.id", ondelete="CASCADE"))
     kind: so.Mapped[str] = so.mapped_column(sa.String(8))  # "email" or "phone"
-    value: so.Mapped[str] = so.mapped_column(sa.String(254))  # normalised
+    value: so.Mapped[str] = so.mapped_column(sa.String(254))  # an address's match key, or an E.164 phone
     sender_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("senders.id", ondelete="CASCADE"))
     source: so.Mapped[str] = so.mapped_column(sa.String(20), default="ui")
     created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
@@ -299,3 +353,32 @@ class Setting(db.Model):
     __tablename__ = "settings"
     key: so.Mapped[str] = so.mapped_column(sa.String(60), primary_key=True)
     value: so.Mapped[Any] = so.mapped_column(sa.JSON)
+
+
+class StopListImport(db.Model):
+    """A stop-list CSV too large for one web request, added by an RQ job in chunks; its
+    counters are the progress bar and `rejected` the per-line report."""
+
+    __tablename__ = "stop_list_imports"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("stop_lists.id", ondelete="CASCADE"), index=True)
+    path: so.Mapped[str] = so.mapped_column(sa.String(500))
+    filename: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
+    state: so.Mapped[str] = so.mapped_column(sa.String(12), default="queued")  # queued|running|done|failed
+    size_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    read_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    lines: so.Mapped[int] = so.mapped_column(default=0)
+    added: so.Mapped[int] = so.mapped_column(default=0)
+    already: so.Mapped[int] = so.mapped_column(default=0)
+    rejected: so.Mapped[list[Any]] = so.mapped_column(sa.JSON, default=list)  # [line, text, reason], capped
+    rejected_count: so.Mapped[int] = so.mapped_column(default=0)
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    finished_at: so.Mapped[datetime | None]
+
+    @property
+    def percent(self) -> int:
+        if self.state == "done":
+            return 100
+        return min(int(self.read_bytes * 100 / self.size_bytes), 99) if self.size_bytes else 0

@@ -54,7 +54,7 @@ def check(issue: Issue) -> list[Failure]:
         d, prior = Delivery.__table__.alias("d"), Delivery.__table__.alias("prior")
         fresh = db.session.scalar(sa.select(sa.func.count()).select_from(d).where(
             d.c.issue_id == issue.id, d.c.state == "pending",
-            ~sa.exists().where(prior.c.email == d.c.email, prior.c.state == "sent",
+            ~sa.exists().where(prior.c.email_key == d.c.email_key, prior.c.state == "sent",
                                prior.c.issue_id != issue.id))) or 0
         if fresh / audience > share_limit and sum(t for t, _s, _b in recent) > 0:
             failures.append(Failure("fresh_audience", f"{fresh} of {audience} recipients "
@@ -86,7 +86,7 @@ def check(issue: Issue) -> list[Failure]:
                                 {"bounced": bounced, "sent": sent, "limit": bounce_limit}))
     complaints = db.session.scalar(sa.select(sa.func.count()).select_from(StopEvent).where(
         StopEvent.source == "complaint", StopEvent.action == "add",
-        StopEvent.value.in_(sa.select(Delivery.email).join(Issue, Issue.id == Delivery.issue_id)
+        StopEvent.value.in_(sa.select(Delivery.email_key).join(Issue, Issue.id == Delivery.issue_id)
                             .where(Issue.sender_id == issue.sender_id, Issue.id != issue.id)))) or 0
     complaint_limit = float(settings.get("moderation_complaint_rate"))
     if sent >= 20 and complaints / sent > complaint_limit:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from . import queueing, settings
+from .addresses import search_form
 from .engine import next_portion_time
 from .extensions import db
 from .models import Delivery, Issue, JournalEvent, utcnow
@@ -95,11 +96,11 @@ def issue_journal(issue_id: int, limit: int = 200) -> list[JournalEvent]:
         .order_by(JournalEvent.id.desc()).limit(limit)))
 
 
-def journal_page(page: int, issue: str | None = None, actor: str | None = None,
+def journal_page(page: int, issue: int | None = None, actor: str | None = None,
                  event: str | None = None) -> tuple[list[JournalEvent], bool]:
     q = sa.select(JournalEvent).order_by(JournalEvent.id.desc())
-    if issue and issue.isdigit():
-        q = q.where(JournalEvent.issue_id == int(issue))
+    if issue is not None:  # parsed by the view (views/params.py): digits only, bounded
+        q = q.where(JournalEvent.issue_id == issue)
     if actor:
         q = q.where(JournalEvent.actor_label.contains(actor, autoescape=True))
     if event:
@@ -148,7 +149,7 @@ def reply_recipients(issue_id: int, *, code: int | None = None, enhanced: str | 
         stmt = stmt.where(d.c.reply_code == code)
         stmt = stmt.where(d.c.reply_enhanced == enhanced if enhanced else d.c.reply_enhanced.is_(None))
     if q:
-        stmt = stmt.where(d.c.email.contains(q.strip().lower(), autoescape=True))
+        stmt = stmt.where(d.c.email_key.contains(search_form(q), autoescape=True))
     rows = db.session.execute(stmt.order_by(d.c.id).offset((page - 1) * per_page).limit(per_page + 1)).all()
     return rows[:per_page], len(rows) > per_page
 
@@ -188,7 +189,7 @@ def _why(state: str, reason: str | None, issue_status: str, attempts: int, next_
     if state == "bounced":
         return "bounced: the relay refused it permanently"
     if state == "failed":
-        return f"failed after {attempts} attempts"
+        return f"failed: {reason}" if reason else f"failed after {attempts} attempts"
     if state == "deferred":
         return f"deferred by the relay, retrying at {next_at:%Y-%m-%d %H:%M} UTC" if next_at else "deferred, retrying"
     if issue_status == "cancelled":
@@ -200,22 +201,23 @@ def _why(state: str, reason: str | None, issue_status: str, attempts: int, next_
 
 def recipient_timeline(q: str) -> tuple[list[TimelineRow], list]:
     """One person's deliveries across issues, newest first, and the stop-lists they are in.
-    An address is normalised as stored; a phone is matched through the contact base."""
+    An address is matched by its key (any case or IDN variant finds the person); a phone
+    through the contact base."""
     from .models import Contact, StopEntry, StopList
     from .stoplists import parse_item
 
     try:
         kind, value = parse_item(q, "RU")
     except ValueError:
-        kind, value = "email", q.lower()
+        kind, value = "email", q.strip().lower()
     emails = [value] if kind == "email" else list(db.session.scalars(
-        sa.select(Contact.email).where(Contact.phone == value, Contact.email.is_not(None))))
+        sa.select(Contact.email_key).where(Contact.phone == value, Contact.email_key.is_not(None))))
     d = Delivery.__table__
     rows = db.session.execute(
         sa.select(d.c.issue_id, Issue.subject, Issue.status, d.c.state, d.c.updated_at, d.c.sent_at,
                   d.c.reply_code, d.c.reply_enhanced, d.c.reply_text, d.c.reason, d.c.attempts,
                   d.c.next_attempt_at)
-        .join(Issue, Issue.id == d.c.issue_id).where(d.c.email.in_(emails))
+        .join(Issue, Issue.id == d.c.issue_id).where(d.c.email_key.in_(emails))
         .order_by(d.c.updated_at.desc().nulls_last(), d.c.id.desc()).limit(500)).all() if emails else []
     timeline = [TimelineRow(r.issue_id, r.subject, r.status, r.state, r.sent_at or r.updated_at,
                             f"{r.reply_code} {r.reply_enhanced or ''} {r.reply_text or ''}".strip() if r.reply_code else None,
@@ -227,25 +229,31 @@ def recipient_timeline(q: str) -> tuple[list[TimelineRow], list]:
 
 
 def audience_preview(issue: Issue) -> dict:
-    """Who will get it: the list's size and how many each stop-list excludes, before launch."""
+    """Who will get it: the list's size, how many each stop-list excludes, and how many
+    addresses need a relay with SMTPUTF8, before launch. Stop-lists match address keys."""
     from .models import Contact, StopEntry, StopList, list_members
 
     if issue.list_id is None:
-        return {"members": 0, "excluded": [], "recipients": 0}
-    members = db.session.scalar(sa.select(sa.func.count()).select_from(list_members)
-                                .join(Contact, Contact.id == list_members.c.contact_id)
-                                .where(list_members.c.list_id == issue.list_id, Contact.email.is_not(None))) or 0
+        return {"members": 0, "excluded": [], "recipients": 0, "international": 0}
+    members_q = (sa.select(sa.func.count()).select_from(list_members)
+                 .join(Contact, Contact.id == list_members.c.contact_id)
+                 .where(list_members.c.list_id == issue.list_id, Contact.email_key.is_not(None)))
+    members = db.session.scalar(members_q) or 0
+    # A key's domain is its A-label, so a key with non-ASCII characters has a non-ASCII
+    # local part: more octets than characters.
+    octets = (sa.func.octet_length(Contact.email_key) if db.engine.dialect.name == "postgresql"
+              else sa.func.length(sa.cast(Contact.email_key, sa.LargeBinary)))
+    international = db.session.scalar(members_q.where(octets != sa.func.length(Contact.email_key))) or 0
+    applies = sa.and_(StopEntry.value == Contact.email_key, StopEntry.kind == "email",
+                      sa.or_(StopEntry.sender_id.is_(None), StopEntry.sender_id == issue.sender_id))
     excluded = db.session.execute(
         sa.select(StopList.name, sa.func.count(sa.distinct(Contact.id)))
         .select_from(list_members).join(Contact, Contact.id == list_members.c.contact_id)
-        .join(StopEntry, sa.and_(StopEntry.value == Contact.email, StopEntry.kind == "email",
-                                 sa.or_(StopEntry.sender_id.is_(None), StopEntry.sender_id == issue.sender_id)))
-        .join(StopList, StopList.id == StopEntry.list_id)
+        .join(StopEntry, applies).join(StopList, StopList.id == StopEntry.list_id)
         .where(list_members.c.list_id == issue.list_id).group_by(StopList.name)).all()
     blocked_any = db.session.scalar(
         sa.select(sa.func.count(sa.distinct(Contact.id))).select_from(list_members)
-        .join(Contact, Contact.id == list_members.c.contact_id)
-        .join(StopEntry, sa.and_(StopEntry.value == Contact.email, StopEntry.kind == "email",
-                                 sa.or_(StopEntry.sender_id.is_(None), StopEntry.sender_id == issue.sender_id)))
+        .join(Contact, Contact.id == list_members.c.contact_id).join(StopEntry, applies)
         .where(list_members.c.list_id == issue.list_id)) or 0
-    return {"members": members, "excluded": excluded, "recipients": members - blocked_any}
+    return {"members": members, "excluded": excluded, "recipients": members - blocked_any,
+            "international": international}

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask_babel import lazy_gettext as _l
 
+from .redact import redact, redact_value
+
 
 class IssueStatus(enum.StrEnum):
     DRAFT = "draft"  # being prepared; editable
@@ -179,6 +181,9 @@ def transition(
 
     act = ACTIONS[action]
     now = utcnow()
+    # Every status reason and journal row passes here: a relay error quoting a mistyped
+    # SMTP_URL must not show its password to every role that reads the issue.
+    reason, details, values = redact(reason), redact_value(details), redact_value(values)
     issues = Issue.__table__
     # The status we move from is read inside the same UPDATE on PostgreSQL and
     # SQLite (RETURNING gives the new row; the old one is among `sources`).
@@ -228,6 +233,8 @@ def record(issue_id: int | None, event: str, *, actor: Any = None, reason: str |
     """A journal event that is not a status change (test letter, settings, ...); caller commits."""
     from .extensions import db
     from .models import JournalEvent
+
+    reason, details = redact(reason), redact_value(details)
 
     db.session.add(
         JournalEvent(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,8 +9,8 @@ from typing import Any
 
 import phonenumbers
 import sqlalchemy as sa
-from email_validator import EmailNotValidError, validate_email
 
+from .addresses import EmailNotValidError, email_key, is_valid_email, normalise_email, search_form  # noqa: F401
 from .extensions import db
 from .models import Contact, StopEntry, StopEvent, StopList, utcnow
 
@@ -20,37 +19,6 @@ SYSTEM_LISTS = {
     "blocked": "Blocked manually",
     "sender_unsubscribed": "Unsubscribed from senders",
 }
-
-
-# The common case, an ASCII dot-atom local part (RFC 5322 3.2.3): only its domain needs
-# email-validator's full check, and a file of a million addresses has few domains.
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-
-
-@functools.lru_cache(maxsize=4096)
-def _domain(domain: str) -> str:
-    return validate_email(f"a@{domain}", check_deliverability=False).domain
-
-
-def normalise_email(value: str) -> str:
-    """The address as stored everywhere: checked without DNS (email-validator), domain
-    lower-cased."""
-    value = value.strip()
-    local, at, domain = value.rpartition("@")
-    if at and len(value) <= 254 and len(local) <= 64 and _DOT_ATOM.fullmatch(local):
-        try:
-            return f"{local}@{_domain(domain)}"
-        except EmailNotValidError:
-            pass  # let the full check below say what is wrong
-    return validate_email(value, check_deliverability=False).normalized
-
-
-def is_valid_email(value: str) -> bool:
-    try:
-        normalise_email(value)
-    except EmailNotValidError:
-        return False
-    return True
 
 
 def ensure_system_lists() -> None:
@@ -71,14 +39,14 @@ def applicable_entries_sql(email_expr: str, sender_param: str) -> str:
     """
 
 
-def suppressed_among(emails: list[str], sender_id: int | None) -> dict[str, str]:
-    """Which of these addresses are stopped now, and by which list: one query per chunk."""
-    if not emails:
+def suppressed_among(keys: list[str], sender_id: int | None) -> dict[str, str]:
+    """Which of these address keys are stopped now, and by which list: one query per chunk."""
+    if not keys:
         return {}
     rows = db.session.execute(
         sa.select(StopEntry.value, StopList.name)
         .join(StopList, StopList.id == StopEntry.list_id)
-        .where(StopEntry.kind == "email", StopEntry.value.in_(set(emails)),
+        .where(StopEntry.kind == "email", StopEntry.value.in_(set(keys)),
                sa.or_(StopEntry.sender_id.is_(None), StopEntry.sender_id == sender_id))
         .order_by(StopList.id)
     ).all()
@@ -97,7 +65,7 @@ def add_entry(list_code: str, email: str, *, source: str, sender_id: int | None 
         ensure_system_lists()
         db.session.flush()
         stop = db.session.scalar(sa.select(StopList).where(StopList.code == list_code))
-    value = normalise_email(email)
+    value = email_key(email)
     exists = db.session.scalar(
         sa.select(StopEntry.id).where(StopEntry.list_id == stop.id, StopEntry.value == value,
                                       StopEntry.sender_id.is_(None) if sender_id is None
@@ -122,7 +90,7 @@ def unsubscribe_delivery(delivery: Any, *, source: str) -> bool:
     added = add_entry(code, delivery.email, source=source, sender_id=sender_id)
     if added:
         stop = db.session.scalar(sa.select(StopList).where(StopList.code == code))
-        db.session.add(StopEvent(list_id=stop.id, action="add", value=normalise_email(delivery.email),
+        db.session.add(StopEvent(list_id=stop.id, action="add", value=email_key(delivery.email),
                                  sender_id=sender_id, source=source, actor_label=delivery.email))
     db.session.commit()
     return added
@@ -149,12 +117,13 @@ class Report:
 
 
 def parse_item(text: str, region: str) -> tuple[str, str]:
-    """(kind, normalised value) of one pasted item, or ValueError saying why not."""
+    """(kind, value) of one pasted item, or ValueError saying why not. An address is
+    kept as its match key, so an entry stops every case and IDN variant of it."""
     if len(text) > MAX_ITEM:
         raise ValueError(f"longer than {MAX_ITEM} characters")
     if "@" in text:
         try:
-            return "email", normalise_email(text)
+            return "email", email_key(text)
         except EmailNotValidError as exc:
             raise ValueError(str(exc)) from None
     if not re.fullmatch(r"[+\d\s().-]{5,}", text):
@@ -318,10 +287,10 @@ def counts() -> dict[int, int]:
 def entries_page(stop: StopList, q: str = "", page: int = 1, per_page: int = 100) -> tuple[list, bool]:
     """Entries newest first, with whether each is in the contact base (an outer join,
     so a page costs one query however large the list)."""
-    in_base = sa.exists().where(sa.or_(Contact.email == StopEntry.value, Contact.phone == StopEntry.value))
+    in_base = sa.exists().where(sa.or_(Contact.email_key == StopEntry.value, Contact.phone == StopEntry.value))
     stmt = sa.select(StopEntry, in_base.label("in_base")).where(StopEntry.list_id == stop.id)
     if q:
-        stmt = stmt.where(StopEntry.value.contains(q.strip().lower(), autoescape=True))
+        stmt = stmt.where(StopEntry.value.contains(search_form(q), autoescape=True))
     rows = db.session.execute(stmt.order_by(StopEntry.id.desc()).offset((page - 1) * per_page)
                               .limit(per_page + 1)).all()
     return rows[:per_page], len(rows) > per_page

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from .redact import redact
+
 ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*")
 
 
@@ -57,6 +59,10 @@ class RelayUnavailable(Exception):
     """The relay cannot be reached or dropped the connection: the issue is interrupted."""
 
 
+class NoSmtpUtf8(Exception):
+    """The recipient's address needs SMTPUTF8 and the relay does not offer it."""
+
+
 class RelayAuthFailed(RelayUnavailable):
     """The relay refused our credentials: retrying will not help."""
 
@@ -73,11 +79,21 @@ class RelayConfig:
     @classmethod
     def from_url(cls, url: str, timeout: float = 30.0) -> RelayConfig:
         """smtp://user:pass@host:587 (STARTTLS when offered with credentials), smtps://host:465."""
-        parts = urlsplit(url)
+        # Every message below quotes the URL redacted: it reaches the test-letter result and
+        # the issue's status reason, which every role reads (`from None`: the original
+        # error, which may quote the password, is not chained into tracebacks).
+        try:
+            parts = urlsplit(url)
+            parsed_port = parts.port
+        except ValueError:  # its message may quote a piece of the password as the "port"
+            raise ValueError("SMTP_URL is malformed (a port that is not a number, or characters a URL "
+                             "cannot hold: percent-encode @ # / ? : in the password): "
+                             f"{redact(url, url)}") from None
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError(f"SMTP_URL must look like smtp://user:pass@host:port, not {url!r}")
+            raise ValueError("SMTP_URL must be smtp:// or smtps:// followed by user:password@host:port, "
+                             f"not {redact(url, url)}")
         tls = parts.scheme == "smtps"
-        port = parts.port or (465 if tls else 25)
+        port = parsed_port or (465 if tls else 25)
         security = "tls" if tls else ("starttls" if parts.username or port == 587 else "none")
         return cls(parts.hostname, port, unquote(parts.username) if parts.username else None,
                    unquote(parts.password) if parts.password else None, security, timeout)
@@ -106,6 +122,8 @@ class SmtpConnection:
                 smtp.login(cfg.user, cfg.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             raise RelayAuthFailed(str(Reply.parse(exc.smtp_code, exc.smtp_error))) from exc
+        except smtplib.SMTPResponseException as exc:  # e.g. a 421 greeting: shown as the relay said it
+            raise RelayUnavailable(f"{cfg.host}:{cfg.port}: {Reply.parse(exc.smtp_code, exc.smtp_error)}") from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise RelayUnavailable(f"{cfg.host}:{cfg.port}: {exc}") from exc
         self.smtp = smtp
@@ -121,12 +139,16 @@ class SmtpConnection:
         except (OSError, smtplib.SMTPException):
             smtp.close()
 
-    def send(self, sender: str, recipient: str, message: bytes) -> Reply:
-        """MAIL, RCPT, DATA for one recipient; a refusal at any step is that step's reply."""
+    def send(self, sender: str, recipient: str, message: bytes, smtputf8: bool = False) -> Reply:
+        """MAIL, RCPT, DATA for one recipient; a refusal at any step is that step's reply.
+        An internationalised address to a relay without SMTPUTF8 raises NoSmtpUtf8."""
         if self.smtp is None:
             self.open()
         session = SmtpSession(self)
-        session.begin(sender, recipient, message)
+        if smtputf8 and not session.smtputf8:
+            session.detach()
+            raise NoSmtpUtf8("the relay does not accept internationalised addresses (no SMTPUTF8)")
+        session.begin(sender, recipient, message, smtputf8=smtputf8)
         with selectors.DefaultSelector() as sel:
             sel.register(session.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
             while True:
@@ -160,6 +182,9 @@ class SmtpSession:
         self.sock: socket.socket = conn.smtp.sock
         self.sock.setblocking(False)
         self.pipelining = conn.smtp.has_extn("pipelining")
+        # RFC 6531: a non-ASCII local part (and a letter naming it) only with SMTPUTF8.
+        self.smtputf8 = conn.smtp.has_extn("smtputf8")
+        self.eightbit = conn.smtp.has_extn("8bitmime")
         self.timeout = conn.cfg.timeout
         self.out = bytearray()
         self.inbuf = bytearray()
@@ -179,11 +204,14 @@ class SmtpSession:
     def events(self) -> int:
         return selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0)
 
-    def begin(self, sender: str, recipient: str, message: bytes) -> None:
+    def begin(self, sender: str, recipient: str, message: bytes, smtputf8: bool = False) -> None:
+        """Start one transaction. `smtputf8` for an internationalised address: the caller
+        checks `self.smtputf8` first, a relay without it would refuse the envelope."""
         assert not self.busy and not self.dead
         self.payload = dot_stuff(message) + b".\r\n"
         self.rcpt = f"RCPT TO:<{recipient}>\r\n".encode()
-        mail = f"MAIL FROM:<{sender}>\r\n".encode()
+        params = (" SMTPUTF8" + (" BODY=8BITMIME" if self.eightbit else "")) if smtputf8 else ""
+        mail = f"MAIL FROM:<{sender}>{params}\r\n".encode()
         self.replies, self.final = [], None
         if self.pipelining:
             self._send(mail + self.rcpt + b"DATA\r\n", "envelope", 3)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
+
+_ID = re.compile(r"[0-9]{1,18}")
+_MAC = re.compile(r"[0-9a-f]{20}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -27,7 +31,9 @@ def make_token(secret: bytes, delivery_id: int) -> str:
 def read_token(secret: bytes, token: str) -> int | None:
     """The delivery id a genuine token names, else None."""
     head, _, mac = (token or "").partition(".")
-    if not head.isdigit() or len(head) > 18:
+    # ASCII only: str.isdigit() accepts "²" (which int() refuses) and compare_digest
+    # refuses non-ASCII text; either made a forged link a 500 instead of a 400.
+    if not _ID.fullmatch(head) or not _MAC.fullmatch(mac):
         return None
     expected = make_token(secret, int(head)).partition(".")[2]
     return int(head) if hmac.compare_digest(mac, expected) else None
@@ -35,3 +41,21 @@ def read_token(secret: bytes, token: str) -> int | None:
 
 def unsubscribe_url(base_url: str, secret: bytes, delivery_id: int) -> str:
     return f"{base_url}/u/{make_token(secret, delivery_id)}"
+
+
+def make_test_token(secret: bytes, issue_id: int) -> str:
+    """The link of a test letter: names the issue, not a delivery, and changes nothing."""
+    return f"t{issue_id}.{sign(secret, f'unsub-test:{issue_id}'.encode())[:20]}"
+
+
+def read_test_token(secret: bytes, token: str) -> int | None:
+    """The issue id a genuine test-letter token names, else None."""
+    head, _, mac = (token or "").partition(".")
+    if not head.startswith("t") or not _ID.fullmatch(head[1:]) or not _MAC.fullmatch(mac):
+        return None
+    expected = make_test_token(secret, int(head[1:])).partition(".")[2]
+    return int(head[1:]) if hmac.compare_digest(mac, expected) else None
+
+
+def test_unsubscribe_url(base_url: str, secret: bytes, issue_id: int) -> str:
+    return f"{base_url}/u/{make_test_token(secret, issue_id)}"

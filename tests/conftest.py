@@ -242,6 +242,8 @@ def env(database_url, redis_url, smtp, tmp_path, monkeypatch):
         "MAILDIR": str(tmp_path / "maildir"), "BASE_URL": "http://127.0.0.1:5999",
         "RQ_QUEUE": f"outbox-test-{os.getpid()}-{n}", "SEND_CONCURRENCY": "4", "SEND_CHUNK": "50",
         "LEASE_SECONDS": "5", "RETRY_BASE_SECONDS": "0.5", "SMTP_TIMEOUT": "5",
+        # Tests that take the relay down want the interrupt promptly (the default waits 2 min).
+        "RELAY_RETRY_WINDOW": "1",
     }
     for k, v in values.items():
         monkeypatch.setenv(k, v)

@@ -36,15 +36,19 @@ def test_csv_import_updates_instead_of_duplicating_and_reports_lines(ctx, client
         return imp if imp.state == "done" else None
 
     imp = wait_for(done, 30, what="the import job")
-    assert (imp.imported, imp.updated, imp.skipped, imp.rejected_count) == (1, 1, 1, 2)
-    assert [(line, why.split(":")[0]) for line, _t, why in imp.rejected] == [(4, "email"), (6, "phone")]
+    # Bob's bad phone is reported on its line, and Bob is imported without it.
+    assert (imp.imported, imp.updated, imp.skipped, imp.rejected_count) == (2, 1, 1, 1)
+    assert [(r[0], r[2].split(":")[0]) for r in imp.rejected] == [(4, "email"), (6, "phone")]
+    assert "imported without the phone" in imp.rejected[1][2]
+    bob = db.session.scalar(sa.select(Contact).where(Contact.email_key == "bob@example.org"))
+    assert (bob.name, bob.phone) == ("Bob", None)
     ann = db.session.scalar(sa.select(Contact).where(Contact.email == "ann@example.org"))
     assert (ann.name, ann.phone, ann.attributes) == ("Анна", "+79123456789", {"city": "Moscow"})
     old = db.session.scalar(sa.select(Contact).where(Contact.email == "old@example.org"))
-    assert old.name == "New Name" and db.session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 2
+    assert old.name == "New Name" and db.session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 3
     members = db.session.scalar(sa.select(sa.func.count()).select_from(list_members)
                                 .where(list_members.c.list_id == lst.id))
-    assert members == 2
+    assert members == 3
     page = client.get(f"/imports/{imp_id}", headers={"HX-Request": "true"}).data.decode()
     assert 'data-state="done"' in page and "hx-trigger" not in page and "not-an-address" in page
 

@@ -41,7 +41,7 @@ def test_issue_created_edited_previewed_and_escaped(client, login, make_issue):
     html = client.get(f"/issues/{issue_id}").data.decode()
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in html and "<b>bold</b>" not in html
     preview = client.get(f"/issues/{issue_id}/preview")
-    assert preview.status_code == 200 and b"Preview Reader" in preview.data
+    assert preview.status_code == 200 and b"Hello, Reader 0 (r" in preview.data, "the list's first contact"
     assert "sandbox" in preview.headers["Content-Security-Policy"]
     page = client.get(f"/issues/{issue_id}/edit")
     form = {"subject": "New\r\nBcc: x@example.org", "body_html": "<p>{{ name }}</p>",

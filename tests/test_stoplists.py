@@ -17,7 +17,8 @@ def system(code):
 
 
 @pytest.mark.parametrize(("text", "kind", "value"), [
-    ("Ann@Example.ORG", "email", "Ann@example.org"),
+    ("Ann@Example.ORG", "email", "ann@example.org"),  # entries hold the address's match key
+    ("Иван@Пример.РФ", "email", "иван@xn--e1afmkfd.xn--p1ai"),
     ("  bob@example.org ", "email", "bob@example.org"),
     ("+7 912 345-67-89", "phone", "+79123456789"),
     ("8 (912) 345-67-89", "phone", "+79123456789"),

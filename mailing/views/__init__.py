@@ -22,7 +22,15 @@ PUBLIC_ENDPOINTS = {"auth.login", "static", "unsubscribe.page", "unsubscribe.one
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id), populate_existing=True)
+    """The session holds "id.version" (User.get_id): a cookie made before the version moved
+    (logout, password change, disabling, sign out everywhere) no longer loads anyone."""
+    uid, _, version = str(user_id).partition(".")
+    if not (uid.isascii() and uid.isdigit() and version.isascii() and version.isdigit()) or len(uid) > 18:
+        return None
+    user = db.session.get(User, int(uid), populate_existing=True)
+    if user is None or user.disabled_at is not None or str(user.session_version) != version:
+        return None
+    return user
 
 
 def roles(*allowed: str) -> Callable:
@@ -92,8 +100,9 @@ class Lazy:
 
 
 def register(app: Flask) -> None:
-    from . import api, auth, contacts, moderation, outgoing, sandbox, stoplists, unsubscribe
+    from . import api, auth, contacts, moderation, outgoing, params, sandbox, stoplists, unsubscribe
 
+    params.init_app(app)  # the strict <int:> converter must be in place before any route is added
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
                contacts.bp):
         app.register_blueprint(bp)
@@ -145,9 +154,7 @@ def register(app: Flask) -> None:
 
     @app.after_request
     def _headers(resp: Any) -> Any:
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        # The security headers are set in mailing/security.py.
         if request.headers.get("HX-Request"):
             resp.headers["Vary"] = "HX-Request"
         return resp

@@ -16,6 +16,7 @@ from ..extensions import csrf, db
 from ..models import ApiToken, Issue, utcnow
 from ..states import IllegalTransition, IssueNotFound, available_actions
 from . import EDITORS, READERS
+from .params import is_id, page_arg
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -42,6 +43,12 @@ def api(*roles: str):
                 ApiToken.token_hash == token_hash(header[7:].strip()), ApiToken.revoked_at.is_(None)))
             if token is None:
                 return fail(401, "unauthorized", "The API token is unknown or revoked.")
+            if token.expired:
+                return fail(401, "token_expired", "The API token has expired; create a new one on your profile page.")
+            if token.user.disabled_at is not None:
+                return fail(401, "unauthorized", "The API token's user is disabled.")
+            if token.read_only and request.method not in ("GET", "HEAD", "OPTIONS"):
+                return fail(403, "read_only", "This API token is read-only: it may only read (GET).")
             if token.user.role not in roles:
                 return fail(403, "forbidden", f"The role {token.user.role} may not do this.")
             user = token.user
@@ -96,9 +103,7 @@ def list_issues() -> Any:
     status = request.args.get("status", "")
     if status not in queries.OUTGOING_FILTERS:
         return fail(400, "status", f"Unknown status filter {status!r}.")
-    page = request.args.get("page", 1, type=int)
-    if page < 1:
-        return fail(400, "page", "page starts at 1.")
+    page = page_arg()  # 400 {"error": "page"} unless 1..MAX_PAGE in ASCII digits
     rows, has_next = queries.outgoing_page(status, page)
     return jsonify(issues=[issue_json(i) for i in rows], page=page, has_next=has_next)
 
@@ -165,7 +170,9 @@ def openapi() -> Any:
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "A personal API token from your profile page"}},
+                                           "description": "A personal API token from your profile page. It may have an "
+                                                          "expiry (then 401 token_expired) and may be read-only "
+                                                          "(then 403 read_only on anything but GET)."}},
             "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {
                 "type": "object", "required": ["error", "message"],
                 "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}}}},
@@ -240,9 +247,7 @@ def list_stoplists() -> Any:
 def list_entries(list_id: int) -> Any:
     from .. import stoplists
 
-    page = request.args.get("page", 1, type=int)
-    if page < 1:
-        return fail(400, "page", "page starts at 1.")
+    page = page_arg()  # 400 {"error": "page"} unless 1..MAX_PAGE in ASCII digits
     rows, has_next = stoplists.entries_page(_stoplist(list_id), request.args.get("q", ""), page)
     return jsonify(entries=[{"id": e.id, "kind": e.kind, "value": e.value, "in_contact_base": bool(b),
                              "source": e.source, "created_at": e.created_at.isoformat() + "Z"}
@@ -261,6 +266,8 @@ def add_entries(list_id: int) -> Any:
     if not isinstance(body, dict) or not isinstance(body.get("entries"), list) \
             or not all(isinstance(x, str) for x in body["entries"]):
         return fail(400, "entries", 'Send {"entries": ["address or phone", ...]}.')
+    # End the read before add_pasted checks the lines: on SQLite it holds the write lock.
+    db.session.commit()
     report = stoplists.add_pasted(stop, "\n".join(x.replace("\n", " ") for x in body["entries"]),
                                   actor=g.api_user, source="api",
                                   region=current_app.config["DEFAULT_PHONE_REGION"])
@@ -276,8 +283,8 @@ def remove_entries(list_id: int) -> Any:
     stop = _stoplist(list_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("ids"), list) \
-            or not all(isinstance(x, int) for x in body["ids"]):
-        return fail(400, "ids", 'Send {"ids": [entry id, ...]}.')
+            or not all(is_id(x) for x in body["ids"]):
+        return fail(400, "ids", 'Send {"ids": [entry id, ...]} (positive whole numbers).')
     try:
         n = stoplists.remove_entries(stop, body["ids"], actor=g.api_user, source="api")
     except stoplists.QuotaExceeded as exc:

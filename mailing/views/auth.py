@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms import (
+    BooleanField,
+    EmailField,
+    IntegerField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+)
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
+from .. import accounts
 from ..extensions import db
 from ..models import ApiToken, User, utcnow
 
@@ -36,14 +56,31 @@ def _safe_next(target: str | None) -> str:
     return url_for("outgoing.index")
 
 
+def _throttled(template: str, wait: int, **ctx: Any) -> Any:
+    resp = make_response(render_template(template, wait_message=accounts.wait_message(wait), **ctx), 429)
+    resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.scalar(sa.select(User).where(User.email == form.email.data.strip().lower()))
-        if user is None or not user.check_password(form.password.data):
+        email = form.email.data.strip().lower()
+        wait = accounts.login_wait(email, request.remote_addr)
+        if wait:
+            # Refused before any password check: not even the right password gets in now.
+            return _throttled("auth/login.html", wait, form=form)
+        user = db.session.scalar(sa.select(User).where(User.email == email))
+        if not accounts.verify_password(user, form.password.data):
+            wait = accounts.login_failed(email, request.remote_addr)
+            if wait:
+                return _throttled("auth/login.html", wait, form=form)
             form.password.errors.append(_("Wrong email or password."))
+        elif user is None or not user.is_active:
+            form.email.errors.append(_("This account is disabled; ask an administrator."))
         else:
+            accounts.login_succeeded(email)
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form)
@@ -52,12 +89,27 @@ def login() -> Any:
 @bp.post("/logout")
 @login_required
 def logout() -> Any:
+    """Ends this session and every copy of its cookie (the user's other sessions too: the
+    session version is per user)."""
+    user = db.session.get(User, current_user.id)
+    if user is not None:
+        user.end_sessions()
+        db.session.commit()
     logout_user()
     return redirect(url_for("auth.login"))
 
 
+class PasswordForm(FlaskForm):
+    current_password = PasswordField(_l("Current password"), validators=[DataRequired(), Length(max=200)])
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=200)])
+    confirm = PasswordField(_l("New password again"), validators=[
+        DataRequired(), EqualTo("new_password", message=_l("The two new passwords differ."))])
+
+
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
+    expires_days = IntegerField(_l("Expires after (days)"), validators=[Optional(), NumberRange(min=1, max=3650)])
+    read_only = BooleanField(_l("Read-only (GET requests only)"))
 
 
 def _tokens() -> list[ApiToken]:
@@ -74,7 +126,49 @@ def profile() -> Any:
         db.session.commit()
         flash(_("Saved."))
         return redirect(url_for("auth.profile"))
-    return render_template("auth/profile.html", form=form, token_form=TokenForm(), tokens=_tokens())
+    return _profile(form=form)
+
+
+def _profile(status: int = 200, **ctx: Any) -> Any:
+    ctx.setdefault("form", ProfileForm(locale=current_user.locale or ""))
+    ctx.setdefault("token_form", TokenForm())
+    ctx.setdefault("password_form", PasswordForm())
+    ctx["password_min"] = accounts.PASSWORD_MIN_LENGTH
+    return make_response(render_template("auth/profile.html", tokens=_tokens(), **ctx), status)
+
+
+@bp.post("/profile/password")
+@login_required
+def change_password() -> Any:
+    """Current password required; the new one must pass accounts.password_problem. Every
+    other session of the user ends; this one continues with the new session version."""
+    form = PasswordForm()
+    if not form.validate_on_submit():
+        return _profile(400, password_form=form)
+    user = db.get_or_404(User, current_user.id)
+    # A wrong current password counts as a failed login: a stolen session cannot guess it.
+    wait = accounts.login_wait(user.email, request.remote_addr)
+    if wait:
+        form.current_password.errors.append(accounts.wait_message(wait))
+        resp = _profile(429, password_form=form)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
+    if not accounts.verify_password(user, form.current_password.data):
+        wait = accounts.login_failed(user.email, request.remote_addr)
+        form.current_password.errors.append(accounts.wait_message(wait) if wait else _("Wrong password."))
+        return _profile(429 if wait else 400, password_form=form)
+    problem = accounts.password_problem(form.new_password.data, user.email)
+    if problem is None and form.new_password.data == form.current_password.data:
+        problem = _("The new password is the same as the current one.")
+    if problem:
+        form.new_password.errors.append(problem)
+        return _profile(400, password_form=form)
+    accounts.login_succeeded(user.email)
+    accounts.password_changed(user, form.new_password.data)
+    db.session.commit()
+    login_user(user)  # this session carries the new version; copies of the old cookie do not
+    flash(_("Password changed; your other sessions were signed out."))
+    return redirect(url_for("auth.profile"))
 
 
 @bp.post("/profile/tokens")
@@ -88,12 +182,13 @@ def create_token() -> Any:
     status = 400
     if form.validate_on_submit():
         new = "obx_" + secrets.token_urlsafe(32)
+        days = form.expires_days.data
         db.session.add(ApiToken(user_id=current_user.id, name=form.name.data.strip(),
-                                token_hash=token_hash(new)))
+                                token_hash=token_hash(new), read_only=bool(form.read_only.data),
+                                expires_at=utcnow() + timedelta(days=days) if days else None))
         db.session.commit()
         status = 201
-    return render_template("auth/profile.html", form=ProfileForm(locale=current_user.locale or ""),
-                           token_form=form, tokens=_tokens(), new_token=new), status
+    return _profile(status, token_form=TokenForm(formdata=None) if new else form, new_token=new)
 
 
 @bp.post("/profile/tokens/<int:token_id>/revoke")

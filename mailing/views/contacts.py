@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
+import unicodedata
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,10 +14,12 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import EmailField, StringField
 from wtforms.validators import DataRequired, Email, Length, Optional
 
-from .. import contacts, queueing, stoplists
+from .. import contacts, queueing, stoplists, uploads
+from ..addresses import EmailNotValidError, normalise_key
 from ..extensions import db
 from ..models import Contact, ContactImport, ContactList, StopEntry, StopList, list_members
 from . import EDITORS, READERS, error, roles
+from .params import arg_int, form_int
 
 bp = Blueprint("contacts", __name__)
 
@@ -39,8 +40,8 @@ class ImportForm(FlaskForm):
 
 def _save_contact(form: ContactForm, contact: Contact) -> bool:
     try:
-        email = stoplists.normalise_email(form.email.data)
-    except Exception as exc:  # email-validator's message is the user's answer
+        email, key = normalise_key(form.email.data or "")
+    except EmailNotValidError as exc:  # email-validator's message is the user's answer
         form.email.errors.append(str(exc))
         return False
     try:
@@ -48,11 +49,13 @@ def _save_contact(form: ContactForm, contact: Contact) -> bool:
     except ValueError as exc:
         form.phone.errors.append(str(exc))
         return False
-    clash = db.session.scalar(sa.select(Contact.id).where(Contact.email == email, Contact.id != (contact.id or 0)))
+    clash = db.session.scalar(sa.select(Contact.email).where(Contact.email_key == key,
+                                                            Contact.id != (contact.id or 0)))
     if clash:
-        form.email.errors.append(_("Another contact has this address."))
+        form.email.errors.append(_("Another contact has this address (%(email)s).", email=clash))
         return False
-    contact.email, contact.phone, contact.name = email, phone, (form.name.data or "").strip()
+    contact.email, contact.email_key, contact.phone = email, key, phone
+    contact.name = unicodedata.normalize("NFC", form.name.data or "").strip()
     return True
 
 
@@ -60,7 +63,7 @@ def _save_contact(form: ContactForm, contact: Contact) -> bool:
 @roles(*READERS)
 def index() -> Any:
     q = (request.args.get("q") or "").strip()[:254]
-    before = request.args.get("before", type=int)
+    before = arg_int("before")
     rows, next_before = contacts.search_page(q, before)
     return render_template("contacts/index.html", rows=rows, q=q, next_before=next_before, form=ContactForm())
 
@@ -90,7 +93,7 @@ def card(contact_id: int) -> Any:
             db.session.commit()
             flash(_("Saved."))
             return redirect(url_for("contacts.card", contact_id=contact.id))
-    values = [v for v in (contact.email, contact.phone) if v]
+    values = [v for v in (contact.email_key, contact.phone) if v]
     in_lists = db.session.execute(sa.select(StopList, StopEntry).join(StopEntry)
                                   .where(StopEntry.value.in_(values))).all() if values else []
     lists = db.session.scalars(sa.select(ContactList).join(list_members)
@@ -115,7 +118,7 @@ def delete(contact_id: int) -> Any:
 @roles(*EDITORS)
 def stoplist_add(contact_id: int) -> Any:
     contact = db.get_or_404(Contact, contact_id)
-    stop = db.session.get(StopList, request.form.get("list_id", type=int) or 0)
+    stop = db.session.get(StopList, form_int("list_id") or 0)
     if stop is None:
         return error(400, "list_id", _("Choose a stop-list."))
     text = "\n".join(v for v in (contact.email, contact.phone) if v)
@@ -164,7 +167,7 @@ def list_create() -> Any:
 @roles(*READERS)
 def list_show(list_id: int) -> Any:
     lst = db.get_or_404(ContactList, list_id)
-    before = request.args.get("before", type=int)
+    before = arg_int("before")
     stmt = (sa.select(Contact).join(list_members).where(list_members.c.list_id == lst.id)
             .order_by(Contact.id.desc()).limit(51))
     if before:
@@ -212,10 +215,10 @@ def list_add(list_id: int) -> Any:
         if not line.strip():
             continue
         try:
-            good.append({"email": stoplists.normalise_email(line), "name": "", "phone": None, "attributes": {}})
-        except Exception as exc:
+            good.append(contacts.contact_row(line))
+        except EmailNotValidError as exc:
             bad.append(f"line {number}: {exc}")
-    imported, updated = contacts.upsert(list({r["email"]: r for r in good}.values()), lst.id)
+    imported, updated = contacts.upsert(list({r["email_key"]: r for r in good}.values()), lst.id)
     db.session.commit()
     flash(_("Added %(n)s contacts (%(new)s new).", n=imported + updated, new=imported)
           + (" " + "; ".join(bad[:20]) if bad else ""))
@@ -229,12 +232,11 @@ def list_import(list_id: int) -> Any:
     form = ImportForm()
     if not form.validate_on_submit():
         return error(400, "file", "; ".join(form.file.errors) or _("Choose a CSV file."))
-    folder = Path(current_app.instance_path) / "imports"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{uuid.uuid4().hex}.csv"
-    form.file.data.save(path)
+    # End the request's transaction (on SQLite it holds the write lock) while the file is copied.
+    db.session.commit()
+    path, size = uploads.save_upload(form.file.data)  # 0600; the job deletes it when it ends
     imp = ContactImport(list_id=lst.id, path=str(path), filename=(form.file.data.filename or "")[:300],
-                        size_bytes=path.stat().st_size, created_by_id=current_user.id, rejected=[])
+                        size_bytes=size, created_by_id=current_user.id, rejected=[])
     db.session.add(imp)
     db.session.commit()
     queueing.enqueue("jobs.imports.import_csv", imp.id)

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import current_user
+from flask_login import current_user, login_user
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -144,15 +144,21 @@ class UserForm(FlaskForm):
 @bp.route("/admin/users", methods=["GET", "POST"])
 @roles(Role.ADMIN)
 def admin_users() -> Any:
+    from .. import accounts
+
     form = UserForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         if db.session.scalar(sa.select(User).where(User.email == email)):
             form.email.errors.append(_("A user with this email exists."))
+        elif problem := accounts.password_problem(form.password.data, email):
+            form.password.errors.append(problem)
         else:
             user = User(email=email, role=form.role.data)
             user.set_password(form.password.data)
             db.session.add(user)
+            db.session.flush()
+            accounts.record_created(user, current_user)
             db.session.commit()
             return redirect(url_for("moderation.admin_users"))
     users = db.session.scalars(sa.select(User).order_by(User.email)).all()
@@ -160,18 +166,57 @@ def admin_users() -> Any:
         400 if form.errors else 200
 
 
+def _user_change(user_id: int, change: Any) -> Any:
+    """Apply one admin change to a user (role, disable, enable, sign out everywhere) with
+    its journal row in one transaction; refusals answer with the reason."""
+    from ..accounts import AccountError
+
+    user = db.get_or_404(User, user_id)
+    reason = request.form.get("reason", "")[:2000]
+    try:
+        changed = change(user, reason)
+    except AccountError as exc:
+        db.session.rollback()
+        return error(exc.status, exc.code, exc.message)
+    db.session.commit()
+    if user.id == current_user.id:
+        login_user(user)  # "sign out everywhere" on oneself keeps this session, with the new version
+    if changed:
+        flash(_("Saved."))
+    return redirect(url_for("moderation.admin_users"))
+
+
 @bp.post("/admin/users/<int:user_id>/role")
 @roles(Role.ADMIN)
 def admin_user_role(user_id: int) -> Any:
-    user = db.get_or_404(User, user_id)
-    role = request.form.get("role", "")
-    if role not in [r.value for r in Role]:
-        return error(400, "role", _("Unknown role."))
-    if user.id == current_user.id and role != Role.ADMIN:
-        return error(409, "role", _("You cannot take away your own admin role."))
-    user.role = role
-    db.session.commit()
-    return redirect(url_for("moderation.admin_users"))
+    from .. import accounts
+
+    return _user_change(user_id, lambda user, reason: accounts.change_role(
+        user, request.form.get("role", ""), current_user, reason))
+
+
+@bp.post("/admin/users/<int:user_id>/disable")
+@roles(Role.ADMIN)
+def admin_user_disable(user_id: int) -> Any:
+    from .. import accounts
+
+    return _user_change(user_id, lambda user, reason: accounts.disable(user, current_user, reason))
+
+
+@bp.post("/admin/users/<int:user_id>/enable")
+@roles(Role.ADMIN)
+def admin_user_enable(user_id: int) -> Any:
+    from .. import accounts
+
+    return _user_change(user_id, lambda user, reason: accounts.enable(user, current_user, reason))
+
+
+@bp.post("/admin/users/<int:user_id>/sign-out")
+@roles(Role.ADMIN)
+def admin_user_sign_out(user_id: int) -> Any:
+    from .. import accounts
+
+    return _user_change(user_id, lambda user, reason: accounts.sign_out_everywhere(user, current_user, reason))
 
 
 class SenderForm(FlaskForm):

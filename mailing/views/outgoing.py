@@ -10,6 +10,7 @@ import sqlalchemy.orm as so
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -26,12 +27,15 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
-from .. import lifecycle, queries, queueing, states
+from .. import contacts, lifecycle, queries, queueing, states
+from ..addresses import needs_smtputf8, wire_address
 from ..extensions import db
-from ..letter import LetterError, Recipient, clean_header_value
+from ..letter import TEMPLATE_FIELDS, LetterError, Recipient, check_letter, clean_header_value
 from ..models import ContactList, Issue, Sender
-from ..transport import RelayUnavailable, SmtpConnection
+from ..redact import redact
+from ..transport import NoSmtpUtf8, RelayUnavailable, SmtpConnection
 from . import EDITORS, READERS, error, roles
+from .params import BadParameter, arg_int, page_arg
 
 bp = Blueprint("outgoing", __name__)
 
@@ -42,18 +46,26 @@ DEFAULT_BODY = (
 
 
 class IssueForm(FlaskForm):
-    subject = StringField("Subject", validators=[DataRequired(), Length(max=300)])
-    sender_id = SelectField("Sender", coerce=int, validators=[DataRequired()])
-    list_id = SelectField("Contact list", coerce=int, validators=[DataRequired()])
-    body_html = TextAreaField("HTML body", validators=[DataRequired(), Length(max=500_000)])
-    spread = RadioField("Spread over time", default="none", choices=[
-        SelectChoice("none", "Send all at once"),
-        SelectChoice("portions", "Portions: N recipients every M minutes"),
-        SelectChoice("hours", "Evenly over H hours")])
-    portion_size = IntegerField("N recipients", validators=[Optional(), NumberRange(min=1, max=10_000_000)])
-    portion_minutes = DecimalField("every M minutes", places=2,
+    subject = StringField(_l("Subject"), validators=[DataRequired(), Length(max=300)])
+    preheader = StringField(_l("Preheader (the line shown after the subject)"),
+                            validators=[Optional(), Length(max=300)])
+    sender_id = SelectField(_l("Sender"), coerce=int, validators=[DataRequired()])
+    from_name = StringField(_l("From name (empty: the sender's)"), validators=[Optional(), Length(max=200)])
+    reply_to = StringField(_l("Reply-To"), validators=[Optional(), Length(max=254)])
+    list_id = SelectField(_l("Contact list"), coerce=int, validators=[DataRequired()])
+    body_html = TextAreaField(_l("HTML body"), validators=[DataRequired(), Length(max=500_000)])
+    body_text = TextAreaField(_l("Plain-text part (empty: made from the HTML)"),
+                              validators=[Optional(), Length(max=500_000)])
+    custom_headers = TextAreaField(_l("Extra headers (one Name: value a line)"),
+                                   validators=[Optional(), Length(max=10_000)])
+    spread = RadioField(_l("Spread over time"), default="none", choices=[
+        SelectChoice("none", _l("Send all at once")),
+        SelectChoice("portions", _l("Portions: N recipients every M minutes")),
+        SelectChoice("hours", _l("Evenly over H hours"))])
+    portion_size = IntegerField(_l("N recipients"), validators=[Optional(), NumberRange(min=1, max=10_000_000)])
+    portion_minutes = DecimalField(_l("every M minutes"), places=2,
                                    validators=[Optional(), NumberRange(min=0.01, max=10_080)])
-    spread_hours = DecimalField("over H hours", places=2, validators=[Optional(), NumberRange(min=0.01, max=720)])
+    spread_hours = DecimalField(_l("over H hours"), places=2, validators=[Optional(), NumberRange(min=0.01, max=720)])
 
     def validate_portion_size(self, field: IntegerField) -> None:
         if self.spread.data == "portions" and not field.data:
@@ -76,8 +88,23 @@ class IssueForm(FlaskForm):
             self.portion_size.data = issue.spread_size
             self.portion_minutes.data = round(issue.spread_interval / 60, 2)
 
+    def validate(self, extra_validators: Any = None) -> bool:
+        """Field checks, then the placeholders of every letter field against the
+        contact fields that exist: a typo such as {{ nmae }} is shown next to its field."""
+        ok = super().validate(extra_validators)
+        values = {name: getattr(self, name).data or "" for name in TEMPLATE_FIELDS}
+        for name, found in check_letter(values, contacts.known_fields()).items():
+            getattr(self, name).errors = [*getattr(self, name).errors, *found]
+            ok = False
+        return ok
+
     def save(self, issue: Issue) -> None:
         issue.subject, issue.body_html = self.subject.data, self.body_html.data
+        issue.preheader = clean_header_value(self.preheader.data or "")
+        issue.from_name = clean_header_value(self.from_name.data or "")
+        issue.reply_to = clean_header_value(self.reply_to.data or "")
+        issue.body_text = self.body_text.data or ""
+        issue.custom_headers = (self.custom_headers.data or "").strip()
         issue.sender_id, issue.list_id = self.sender_id.data, self.list_id.data
         mode = self.spread.data
         issue.spread_size = self.portion_size.data if mode == "portions" else None
@@ -95,8 +122,10 @@ class IssueForm(FlaskForm):
 
 
 class TestForm(FlaskForm):
-    email = EmailField("Address", validators=[DataRequired(), Email(check_deliverability=False),
+    email = EmailField(_l("Address"), validators=[DataRequired(), Email(check_deliverability=False),
                                               Length(max=254)])
+    contact = StringField(_l("As contact (empty: the address's own, else the list's first)"),
+                          validators=[Optional(), Length(max=254)])
 
 
 class LaunchForm(FlaskForm):
@@ -109,7 +138,7 @@ class LaunchForm(FlaskForm):
 @roles(*READERS)
 def index() -> Any:
     status = request.args.get("status") or ""
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_arg()
     if status and status not in queries.OUTGOING_FILTERS:
         abort(404)
     rows, has_next = queries.outgoing_page(status, page)
@@ -151,7 +180,8 @@ def new() -> Any:
         states.record(issue.id, "created", actor=current_user)
         db.session.commit()
         return redirect(url_for("outgoing.show", issue_id=issue.id))
-    return render_template("outgoing/edit.html", form=form, issue=None), 400 if form.errors else 200
+    return render_template("outgoing/edit.html", form=form, issue=None, known_fields=contacts.known_fields()), \
+        400 if form.errors else 200
 
 
 @bp.route("/issues/<int:issue_id>/edit", methods=["GET", "POST"])
@@ -172,7 +202,8 @@ def edit(issue_id: int) -> Any:
             db.session.commit()
             flash(_("Saved."))
             return redirect(url_for("outgoing.show", issue_id=issue.id))
-    return render_template("outgoing/edit.html", form=form, issue=issue, locked=locked), \
+    return render_template("outgoing/edit.html", form=form, issue=issue, locked=locked,
+                           known_fields=contacts.known_fields()), \
         400 if form.errors else 200
 
 
@@ -190,9 +221,9 @@ def show(issue_id: int) -> Any:
             ctx["preview_audience"] = queries.audience_preview(issue)
     elif tab == "responses":
         ctx["groups"] = queries.reply_groups(issue.id)
-        code = request.args.get("code", type=int)
+        code = arg_int("code", minimum=0, maximum=999)  # an SMTP reply code
         q = (request.args.get("q") or "").strip()[:254]
-        page = max(request.args.get("page", 1, type=int), 1)
+        page = page_arg()
         if code is not None or q:
             ctx["recipients"], ctx["has_next"] = queries.reply_recipients(
                 issue.id, code=code, enhanced=request.args.get("enhanced") or None, q=q, page=page)
@@ -216,7 +247,8 @@ def preview(issue_id: int) -> Any:
         letter = build_letter(issue)
     except LetterError as exc:
         return error(400, "not_ready", str(exc))
-    html = letter.sample_html("Preview Reader", "reader@example.org", "#unsubscribe")
+    sample = contacts.sample_recipient(issue, (request.args.get("as") or "")[:254], "#unsubscribe")
+    html = letter.sample_html(sample.name, sample.email, sample.unsubscribe_url, sample.fields)
     resp = current_app.response_class(html, mimetype="text/html")
     resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src * data:; style-src 'unsafe-inline'"
     return resp
@@ -227,30 +259,34 @@ def preview(issue_id: int) -> Any:
 def test_letter(issue_id: int) -> Any:
     """One letter to one address, now, through the configured relay."""
     from ..engine import build_letter, relay_config
-    from ..unsubscribe import unsubscribe_url
+    from ..unsubscribe import test_unsubscribe_url
 
     issue = db.get_or_404(Issue, issue_id)
     form = TestForm()
     if not form.validate_on_submit():
         return render_template("outgoing/_test_result.html", form=form, ok=False), 400
     address = form.email.data.strip()
+    link = test_unsubscribe_url(current_app.config["BASE_URL"], current_app.config["SECRET_KEY"].encode(),
+                                issue.id)
+    # Whose letter: the contact chosen, else the test address's own contact, else the list's first.
+    sample = contacts.sample_recipient(issue, (form.contact.data or "").strip() or address, link)
     try:
         letter = build_letter(issue)
-        mid, data = letter.build(Recipient(0, f"test-{address}", address, current_user.email,
-                                           unsubscribe_url(current_app.config["BASE_URL"],
-                                                           current_app.config["SECRET_KEY"].encode(), 0)))
+        mid, data = letter.build(Recipient(0, f"test-{address}", address, sample.name, link, sample.fields))
         conn = SmtpConnection(relay_config())
         try:
-            reply = conn.send(letter.from_email, address, data)
+            reply = conn.send(letter.wire_from, wire_address(address), data, smtputf8=needs_smtputf8(address))
         finally:
             conn.close()
-    except (LetterError, RelayUnavailable, ValueError) as exc:
-        return render_template("outgoing/_test_result.html", form=form, ok=False, message=str(exc)), 502
+    except (LetterError, RelayUnavailable, NoSmtpUtf8, ValueError) as exc:
+        # redact: a mistyped SMTP_URL's error quotes it, password and all.
+        return render_template("outgoing/_test_result.html", form=form, ok=False,
+                               message=redact(str(exc))), 502
     states.record(issue.id, "test_letter", actor=current_user,
-                  details={"to": address, "reply": str(reply)})
+                  details={"to": address, "as": sample.email, "reply": str(reply)})
     db.session.commit()
     return render_template("outgoing/_test_result.html", form=form, ok=reply.kind == "ok",
-                           message=str(reply))
+                           message=redact(str(reply)))
 
 
 @bp.post("/issues/<int:issue_id>/launch")
@@ -296,9 +332,16 @@ def act(issue_id: int, action: str) -> Any:
 @bp.get("/journal")
 @roles(*READERS)
 def journal() -> Any:
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_arg()
     filters = {k: request.args.get(k) or None for k in ("issue", "actor", "event")}
-    events, has_next = queries.journal_page(page=page, **filters)
+    errors: dict[str, str] = {}
+    try:
+        issue = arg_int("issue")
+    except BadParameter as exc:  # shown next to the filter field, not as a bare error page
+        issue, errors["issue"] = None, exc.message
+    events, has_next = ([], False) if errors else queries.journal_page(
+        page=page, issue=issue, actor=filters["actor"], event=filters["event"])
     return render_template("outgoing/journal.html", events=events, page=page, has_next=has_next,
-                           filters=filters, event_types=queries.journal_event_types())
+                           filters=filters, errors=errors,
+                           event_types=queries.journal_event_types()), 400 if errors else 200
 

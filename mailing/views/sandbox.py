@@ -8,6 +8,7 @@ from flask import Blueprint, abort, current_app, render_template, request
 
 from ..sandbox import list_letters, read_letter
 from . import READERS, roles
+from .params import page_arg
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
 PAGE = 50
@@ -16,7 +17,7 @@ PAGE = 50
 @bp.get("/")
 @roles(*READERS)
 def index() -> Any:
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_arg()
     total, letters = list_letters(current_app.config["MAILDIR"], (page - 1) * PAGE, PAGE)
     return render_template("sandbox/index.html", letters=letters, total=total, page=page,
                            has_next=page * PAGE < total)

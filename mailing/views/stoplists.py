@@ -13,10 +13,11 @@ from flask_wtf.file import FileField
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from .. import stoplists
+from .. import stopimports, stoplists, uploads
 from ..extensions import db
-from ..models import StopList
+from ..models import StopList, StopListImport
 from . import EDITORS, READERS, error, roles
+from .params import form_ids, page_arg
 
 bp = Blueprint("stoplists", __name__, url_prefix="/stoplists")
 
@@ -40,12 +41,12 @@ def _list(list_id: int) -> StopList:
 
 def _page(stop: StopList, add_form: AddForm | None = None, report: Any = None, status: int = 200) -> Any:
     q = (request.args.get("q") or "").strip()[:254]
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_arg()
     rows, has_next = stoplists.entries_page(stop, q, page)
     quota = stoplists.removal_quota() if stop.code == "unsubscribed" else None
     return render_template("stoplists/show.html", stop=stop, rows=rows, has_next=has_next, q=q, page=page,
                            add_form=add_form or AddForm(), rename_form=ListForm(name=stop.name),
-                           report=report, quota=quota), status
+                           report=report, quota=quota, imports=stopimports.recent(stop.id)), status
 
 
 @bp.get("/")
@@ -80,14 +81,26 @@ def add(list_id: int) -> Any:
     form = AddForm()
     if not form.validate_on_submit():
         return _page(stop, form, status=400)
+    upload = form.upload.data
+    if upload is not None and uploads.upload_size(upload) > current_app.config["STOPLIST_JOB_BYTES"]:
+        # Too much for one web request: stored, and added by a job with a progress bar.
+        if (form.items.data or "").strip():
+            form.items.errors.append(_("A large file is imported on its own: empty this box, "
+                                       "or add these lines separately."))
+            return _page(stop, form, status=400)
+        if not form.confirm.data:
+            form.confirm.errors.append(_("Tick the box to confirm."))
+            return _page(stop, form, status=400)
+        imp = stopimports.start(stop, upload, actor_id=current_user.id)
+        return redirect(url_for("stoplists.import_show", import_id=imp.id), 303)
+    # Nothing below needs the database until add_pasted has checked every line: end the
+    # transaction the login check opened, which on SQLite holds the write lock, so other
+    # requests do not wait for the parsing (objects keep their values after a commit).
+    db.session.commit()
     text = form.items.data or ""
-    if form.upload.data:
+    if upload is not None:
         # A CSV from another service: the first column of each row, one item per line.
-        import csv
-        import io
-
-        rows = csv.reader(io.StringIO(form.upload.data.read().decode("utf-8-sig", "replace")))
-        text += "\n" + "\n".join(row[0].replace(",", " ").replace(";", " ") if row else "" for row in rows)
+        text += "\n" + stopimports.csv_text(upload.read())
         source = "import"
     else:
         source = "ui"
@@ -106,7 +119,7 @@ def add(list_id: int) -> Any:
 @roles(*EDITORS)
 def remove(list_id: int) -> Any:
     stop = _list(list_id)
-    ids = [int(i) for i in request.form.getlist("entry") if i.isdigit()]
+    ids = form_ids("entry")
     if not ids:
         return error(400, "entry", _("Tick the entries to remove."))
     if request.form.get("confirm") != "yes":
@@ -156,3 +169,14 @@ def delete(list_id: int) -> Any:
     except stoplists.SystemListError as exc:
         return error(409, "system_list", str(exc))
     return redirect(url_for("stoplists.index"))
+
+
+@bp.get("/imports/<int:import_id>")
+@roles(*READERS)
+def import_show(import_id: int) -> Any:
+    """A large CSV's import: progress while the job runs, then the per-line report."""
+    imp = db.session.get(StopListImport, import_id)
+    if imp is None:
+        abort(404)
+    template = "stoplists/_import.html" if request.headers.get("HX-Request") else "stoplists/import.html"
+    return render_template(template, imp=imp, stop=db.session.get(StopList, imp.list_id))

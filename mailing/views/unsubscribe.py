@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, render_template, request
 from ..extensions import csrf, db
 from ..models import Delivery
 from ..stoplists import unsubscribe_delivery
-from ..unsubscribe import read_token
+from ..unsubscribe import read_test_token, read_token
 
 bp = Blueprint("unsubscribe", __name__)
 
@@ -22,6 +22,9 @@ def _delivery(token: str) -> Delivery | None:
 @bp.route("/u/<token>", methods=["GET", "POST"])
 @csrf.exempt  # the token itself is the proof; the page has no session to protect
 def page(token: str) -> Any:
+    if read_test_token(current_app.config["SECRET_KEY"].encode(), token) is not None:
+        # A test letter's link works and says so; nobody is unsubscribed.
+        return render_template("unsubscribe/test.html"), 200
     delivery = _delivery(token)
     if delivery is None:
         return render_template("unsubscribe/invalid.html"), 400
@@ -39,6 +42,8 @@ def page(token: str) -> Any:
 @bp.post("/u/<token>/one-click")
 @csrf.exempt
 def one_click(token: str) -> Any:
+    if read_test_token(current_app.config["SECRET_KEY"].encode(), token) is not None:
+        return "", 200  # a test letter's one-click: accepted, nothing changed
     delivery = _delivery(token)
     if delivery is None:
         return "invalid token", 400
