@@ -13,7 +13,7 @@ from typing import Any
 
 from rq import Worker
 
-from mailing.launcher import Backoff, describe_exit
+from mailing.supervision import Backoff, describe_exit
 
 from . import shutdown
 
@@ -63,6 +63,8 @@ class Maintenance:
         while not self.stopping.wait(1.0):
             if self.proc.is_alive():
                 continue
+            if self.proc.exitcode == 0:
+                return  # it was asked to stop (Ctrl-C in a terminal reaches it too): so are we
             delay = self.backoff.next_delay(time.monotonic() - self.started)
             print(f"outbox-maintenance (pid {self.proc.pid}) exited with "
                   f"{describe_exit(self.proc.exitcode)}; restarting in {delay:g} s", file=sys.stderr, flush=True)

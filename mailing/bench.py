@@ -146,6 +146,7 @@ class Stack:
             "SMTP_URL": f"smtp://127.0.0.1:{self.sink.port}" if self.sink else "",
             "FLASK_APP": "app.py", **(env_extra or {}),
         }
+        self.database = "postgresql" if self.env["DATABASE_URL"].startswith("postgresql") else "sqlite"
         subprocess.run([sys.executable, "-m", "flask", "db", "upgrade"], cwd=ROOT, env=self.env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.workers: list[subprocess.Popen] = []
@@ -204,8 +205,13 @@ class Stack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def seed_issue(n: int, body: str = BODY) -> int:
-    """n contacts in one list and a draft issue to them, inserted in bulk."""
+FIELD_VALUES = ["Санкт-Петербург", "Gold plan", "2026-12-01", "Team Orange", "ivan.petrov", "42"]
+
+
+def seed_issue(n: int, body: str = BODY, fields: int = 0) -> int:
+    """n contacts in one list and a draft issue to them, inserted in bulk. With `fields`,
+    each contact has that many custom fields, the body names each of them and the
+    subject is personalised too."""
     from .extensions import db
     from .models import Contact, ContactList, Issue, Sender, list_members
     from .stoplists import ensure_system_lists
@@ -218,10 +224,19 @@ def seed_issue(n: int, body: str = BODY) -> int:
     step = 50_000
     for start in range(0, n, step):
         rows = [{"id": i + 1, "email": f"r{i:07d}@bench.test", "name": "Анна Reader" if i % 3 else f"Reader {i}",
-                 "attributes": {}} for i in range(start, min(start + step, n))]
+                 "attributes": {f"field{f}": f"{FIELD_VALUES[f % len(FIELD_VALUES)]} {i % 97}"
+                                for f in range(1, fields + 1)}} for i in range(start, min(start + step, n))]
         db.session.execute(sa.insert(Contact), rows)
         db.session.execute(sa.insert(list_members), [{"list_id": lst.id, "contact_id": r["id"]} for r in rows])
-    issue = Issue(subject="Bench issue", body_html=body, sender_id=sender.id, list_id=lst.id)
+    subject = "Bench issue"
+    if fields:
+        from .contacts import register_fields
+
+        register_fields({f"field{f}" for f in range(1, fields + 1)})
+        subject = '{{ name }}, news for {{ field1 | default("you") }}'
+        body = body.replace("</h1>", "</h1><p>" + ", ".join(
+            f"{{{{ field{f} }}}}" for f in range(1, fields + 1)) + "</p>", 1)
+    issue = Issue(subject=subject, body_html=body, sender_id=sender.id, list_id=lst.id)
     db.session.add(issue)
     from . import settings
 
@@ -311,7 +326,8 @@ def emit(result: dict[str, Any]) -> None:
 @click.option("--workers", default=2, type=int)
 @click.option("--concurrency", default=8, type=int)
 @click.option("--sink", "sink_kind", type=click.Choice(["smtp-sink", "aiosmtpd"]), default=None)
-def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str | None) -> None:
+@click.option("--fields", default=0, type=int, help="custom contact fields in the letter (and a personalised subject)")
+def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str | None, fields: int) -> None:
     """Throughput of the real launch path against a sink on loopback, and a reference client."""
     sink_kind = sink_kind or ("smtp-sink" if _sink_binary() else "aiosmtpd")
     stack = Stack(sink_kind, {"SEND_CONCURRENCY": str(concurrency), "SEND_JOBS": str(workers),
@@ -320,7 +336,7 @@ def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str |
         with stack.app_context():
             from . import lifecycle
 
-            issue_id = seed_issue(recipients)
+            issue_id = seed_issue(recipients, fields=fields)
             stack.start_workers(workers)
             time.sleep(2)  # workers import and connect
             started = time.time()
@@ -335,6 +351,7 @@ def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str |
         ref = reference_rate(stack.sink.port, workers, concurrency, recipients)
         ours = recipients / seconds
         emit({"recipients": recipients, "workers": workers, "concurrency": concurrency, "sink": sink_kind,
+              "fields": fields, "database": stack.database,
               "seconds": round(seconds, 2), "msgs_per_s": round(ours), "reference_msgs_per_s": round(ref),
               "ratio": round(ours / ref, 3), **audit,
               "first_to_last_letter_s": round(last - first, 2),

@@ -89,5 +89,7 @@ def register_cli(app: Flask) -> None:
         raise SystemExit(run_stack(current_app._get_current_object(), port, workers))
 
     from .bench import bench
+    from .bench_soak import soak
 
+    bench.add_command(soak)  # its own module: it builds on bench.py's Stack
     app.cli.add_command(bench)

@@ -559,7 +559,14 @@ class Runner:
                 slot.item = None
                 return
             try:
-                slot.session.begin(sender_email, wire_address(item.email), slot.data, smtputf8=utf8)
+                rcpt = wire_address(item.email)
+            except UnicodeError:  # a domain IDNA cannot write: no relay could take it
+                with sh.lock:
+                    sh.results.append(Result(item.id, D.FAILED, reason="the address's domain cannot be encoded"))
+                slot.item = None
+                return
+            try:
+                slot.session.begin(sender_email, rcpt, slot.data, smtputf8=utf8)
             except RelayUnavailable as exc:
                 fail(slot, exc)
                 return
@@ -913,10 +920,12 @@ class Runner:
         letter is answered again. Written only when it changes."""
         if waiting == self._noted_wait:
             return
+        from .redact import redact  # written past states.transition, so masked here
+
         c = issues.c
         sending = sa.and_(c.id == self.issue_id, c.status == states.IssueStatus.SENDING)
         if waiting is not None:
-            stmt = sa.update(issues).where(sending).values(status_reason=(RELAY_WAIT + waiting)[:1000])
+            stmt = sa.update(issues).where(sending).values(status_reason=redact(RELAY_WAIT + waiting)[:1000])
         else:
             stmt = sa.update(issues).where(sending, c.status_reason.like(RELAY_WAIT + "%")) \
                 .values(status_reason=None)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from flask import Flask
 
+from .supervision import Backoff, describe_exit
+
 
 def descendants(pid: int) -> list[int]:
     """Every process below `pid`. RQ's job processes leave the worker's process
@@ -148,31 +150,6 @@ def start_redis(instance: Path) -> tuple[subprocess.Popen, str]:
 
 
 WORKER_GRACE = 30.0  # seconds a stopping worker gets to finish its letters in flight
-
-
-class Backoff:
-    """Restart delays for a process that keeps dying: `first`, doubling up to `cap`, and
-    back to `first` once the process has stayed up `stable` seconds."""
-
-    def __init__(self, first: float = 1.0, cap: float = 60.0, stable: float = 60.0):
-        self.first, self.cap, self.stable = first, cap, stable
-        self.delay = first
-
-    def next_delay(self, uptime: float) -> float:
-        if uptime >= self.stable:
-            self.delay = self.first
-        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
-        return delay
-
-
-def describe_exit(code: int | None) -> str:
-    """An exit status as people read it: `-9 (SIGKILL)` or `1`."""
-    if code is not None and code < 0:
-        try:
-            return f"{code} ({signal.Signals(-code).name})"
-        except ValueError:
-            pass
-    return str(code)
 
 
 def _start_time(pid: int) -> str | None:

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any
 
 from flask_babel import gettext as _
 
@@ -203,6 +204,17 @@ def _encode_parts(parts: Template) -> list[bytes | Slot]:
     return [part if i % 2 else _qp(part) for i, part in enumerate(parts)]
 
 
+_QP_PLAIN = re.compile(r"[\x21-\x3c\x3e-\x7e](?:[\x20\x21-\x3c\x3e-\x7e]{0,70}[\x21-\x3c\x3e-\x7e])?")
+
+
+def _qp_value(value: str) -> bytes:
+    """A recipient's value quoted-printable encoded; most values (names, addresses, links
+    in plain ASCII, short, no '=') encode to themselves, so the codec is skipped."""
+    if _QP_PLAIN.fullmatch(value):
+        return value.encode("ascii")
+    return _qp(value)
+
+
 def _fill_encoded(parts: list[bytes | Slot], values: dict[str, str], escape: bool) -> bytes:
     out = []
     for p in parts:
@@ -210,7 +222,7 @@ def _fill_encoded(parts: list[bytes | Slot], values: dict[str, str], escape: boo
             out.append(p)
         else:
             value = values.get(p.name) or p.default
-            out.append(_qp(html.escape(value) if escape else value))
+            out.append(_qp_value(html.escape(value) if escape else value))
     return _SOFT_BREAK.join(out) + b"\r\n"
 
 
@@ -276,7 +288,8 @@ class Letter:
         for t in (self.html_source, self.text_source, self.subject_t, self.from_t, self.reply_t,
                   *(t for _n, t in self.custom)):
             self.fields.update(p.name for p in t[1::2])
-        self._fixed = None if self._personal_head() else self._head({})
+        # Each header is encoded once here unless it names a field; those are per recipient.
+        self._head_parts = self._head_plan()
         self.tail_head = (
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n\r\n'
         ).encode()
@@ -286,22 +299,29 @@ class Letter:
         """The fields a recipient's contact must supply besides name, email and the link."""
         return self.fields - {"name", "email", "unsubscribe_url"}
 
-    def _personal_head(self) -> bool:
-        return any(len(t) > 1 for t in (self.subject_t, self.from_t, self.reply_t,
-                                        *(t for _n, t in self.custom)))
+    def _head_plan(self) -> list[Any]:
+        """From, Subject, Reply-To, custom headers and MIME-Version: bytes for a header
+        without placeholders, a function of the recipient's values for one with them."""
+        def reply_to(values: dict[str, str]) -> str:
+            reply = clean_header_value(fill(self.reply_t, values))
+            # A personalised one may come out empty or not an address: then none is sent.
+            return f"Reply-To: {wire_address(reply)}\r\n" if reply and is_valid_email(reply) else ""
+
+        plan: list[tuple[Template, Any]] = [
+            (self.from_t, lambda v: mailbox("From", fill(self.from_t, v), self.wire_from)),
+            (self.subject_t, lambda v: unstructured("Subject", fill(self.subject_t, v)))]
+        if len(self.reply_t) > 1 or self.reply_t[0]:
+            plan.append((self.reply_t, reply_to))
+        for name, t in self.custom:
+            plan.append((t, lambda v, name=name, t=t: unstructured(name, fill(t, v))))
+        parts: list[Any] = []
+        for template, render in plan:
+            parts.append(render if len(template) > 1 else render({}).encode("utf-8"))
+        parts.append(b"MIME-Version: 1.0\r\n")
+        return parts
 
     def _head(self, values: dict[str, str]) -> bytes:
-        """From, Subject, Reply-To, custom headers and MIME-Version for these values."""
-        out = [mailbox("From", fill(self.from_t, values), self.wire_from),
-               unstructured("Subject", fill(self.subject_t, values))]
-        if len(self.reply_t) > 1 or self.reply_t[0]:
-            reply = clean_header_value(fill(self.reply_t, values))
-            if reply and is_valid_email(reply):  # a personalised one may come out empty or wrong
-                out.append(f"Reply-To: {wire_address(reply)}\r\n")
-        for name, t in self.custom:
-            out.append(unstructured(name, fill(t, values)))
-        out.append("MIME-Version: 1.0\r\n")
-        return "".join(out).encode("utf-8")
+        return b"".join(p if isinstance(p, bytes) else p(values).encode("utf-8") for p in self._head_parts)
 
     def values(self, r: Recipient) -> dict[str, str]:
         return {**r.fields, "name": clean_header_value(r.name), "email": clean_header_value(r.email),
@@ -337,7 +357,7 @@ class Letter:
             raise LetterError(f"the address {email!r} cannot be written on the wire: {exc}") from exc
         mid = self.message_id(r.contact_key)
         when = format_datetime(date) if date else self._now()
-        head = self._fixed if self._fixed is not None else self._head(values)
+        head = self._head(values)
         to = mailbox("To", values["name"], address).encode("utf-8" if needs_smtputf8(address) else "ascii")
         headers = (
             f"Date: {when}\r\nMessage-ID: {mid}\r\n"

@@ -11,7 +11,7 @@ import sqlalchemy.orm as so
 from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .addresses import email_key
+from .addresses import key_of
 from .extensions import db
 from .states import IssueStatus
 
@@ -113,7 +113,7 @@ def _email_key_default(context: Any) -> str | None:
     """Rows inserted with an address get its key (bulk inserts included); code that
     changes an address sets both."""
     email = context.get_current_parameters().get("email")
-    return email_key(email) if email else None
+    return key_of(email) if email else None
 
 
 class Contact(db.Model):

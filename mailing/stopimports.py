@@ -98,16 +98,24 @@ def _chunks(reader: Any) -> Any:
         yield lines, numbers
 
 
+def _file_lines(reason: str, numbers: list[int]) -> str:
+    """add_pasted numbers a chunk's lines from 1; "repeated (first on line N)" names the file's line."""
+    return _FIRST_ON.sub(lambda m: m.group(1) + str(numbers[int(m.group(2)) - 1]), reason)
+
+
 def run(import_id: int, region: str) -> StopListImport | None:
     """The job's work; a second run of a finished import does nothing."""
     imp = db.session.get(StopListImport, import_id, populate_existing=True)
     if imp is None or imp.state in ("done", "failed"):
         db.session.commit()
         return imp
+    stop = db.session.get(StopList, imp.list_id)
+    if stop is None:  # the list is being deleted (its imports go with it)
+        db.session.commit()
+        return None
     imp.state, imp.error = "running", None
     imp.lines = imp.added = imp.already = imp.rejected_count = 0
     imp.read_bytes, imp.rejected = 0, []
-    stop = db.session.get(StopList, imp.list_id)
     actor: Any = (db.session.get(User, imp.created_by_id) if imp.created_by_id else None) or "import"
     db.session.commit()  # objects keep their values (expire_on_commit off): no transaction below
     rejected: list[list[Any]] = []
@@ -119,9 +127,7 @@ def run(import_id: int, region: str) -> StopListImport | None:
                     report = stoplists.add_pasted(stop, "\n".join(lines), actor=actor, source="import",
                                                   region=region)
                     for r in report.rejected[:max(MAX_REJECTED_KEPT - len(rejected), 0)]:
-                        reason = _FIRST_ON.sub(lambda m, n=numbers: m.group(1) + str(n[int(m.group(2)) - 1]),
-                                               r.reason)
-                        rejected.append([numbers[r.line - 1], r.text, reason])
+                        rejected.append([numbers[r.line - 1], r.text, _file_lines(r.reason, numbers)])
                     imp.lines += len(lines)
                     imp.added += report.added
                     imp.already += report.already

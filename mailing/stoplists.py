@@ -10,7 +10,7 @@ from typing import Any
 import phonenumbers
 import sqlalchemy as sa
 
-from .addresses import EmailNotValidError, email_key, is_valid_email, normalise_email, search_form  # noqa: F401
+from .addresses import EmailNotValidError, email_key, key_of, search_form
 from .extensions import db
 from .models import Contact, StopEntry, StopEvent, StopList, utcnow
 
@@ -65,7 +65,7 @@ def add_entry(list_code: str, email: str, *, source: str, sender_id: int | None 
         ensure_system_lists()
         db.session.flush()
         stop = db.session.scalar(sa.select(StopList).where(StopList.code == list_code))
-    value = email_key(email)
+    value = key_of(email)  # an address we sent to, or a key already
     exists = db.session.scalar(
         sa.select(StopEntry.id).where(StopEntry.list_id == stop.id, StopEntry.value == value,
                                       StopEntry.sender_id.is_(None) if sender_id is None
@@ -87,10 +87,10 @@ def unsubscribe_delivery(delivery: Any, *, source: str) -> bool:
     if settings.get("per_sender_unsubscribe") and source != "complaint":
         sender_id = db.session.scalar(sa.select(Issue.sender_id).where(Issue.id == delivery.issue_id))
     code = "sender_unsubscribed" if sender_id else "unsubscribed"
-    added = add_entry(code, delivery.email, source=source, sender_id=sender_id)
+    added = add_entry(code, delivery.email_key, source=source, sender_id=sender_id)
     if added:
         stop = db.session.scalar(sa.select(StopList).where(StopList.code == code))
-        db.session.add(StopEvent(list_id=stop.id, action="add", value=email_key(delivery.email),
+        db.session.add(StopEvent(list_id=stop.id, action="add", value=delivery.email_key,
                                  sender_id=sender_id, source=source, actor_label=delivery.email))
     db.session.commit()
     return added

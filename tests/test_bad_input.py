@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from urllib.parse import quote
 
 import pytest
@@ -119,7 +120,7 @@ def test_journal_issue_filter_still_filters(ctx, client, login, make_issue):
 
 @pytest.mark.parametrize("path", [f"/issues/{HUGE}", f"/issues/{HUGE}/row", f"/contacts/{HUGE}",
                                   f"/lists/{HUGE}", f"/stoplists/{HUGE}", f"/imports/{HUGE}",
-                                  "/issues/１", "/issues/١"])
+                                  f"/issues/{2**31}", f"/issues/{2**31 - 1}", "/issues/１", "/issues/١"])
 def test_overlong_or_non_ascii_ids_in_paths_are_404(client, login, api_client, path):
     login("admin")
     assert client.get(path).status_code == 404
@@ -142,17 +143,28 @@ def test_bad_ids_in_forms_and_json_are_400_and_change_nothing(ctx, client, login
     db.session.commit()
     login("editor")
     token = csrf_from(client.get(f"/stoplists/{stop_id}").data)
-    for value in ("²", HUGE, "-1", "1 2"):
+    for value in ("²", HUGE, str(2**31), "-1", "1 2"):
         r = client.post(f"/stoplists/{stop_id}/remove", data={"entry": value, "confirm": "yes", "csrf_token": token})
         assert r.status_code == 400, value
         r = client.post(f"/contacts/{contact_id}/stoplists", data={"list_id": value, "csrf_token": token})
         assert r.status_code == 400, value
     editor = api_client("editor")
-    for ids in ([10**20], [True], [-1], ["1"], [1.0]):
+    for ids in ([10**20], [2**31], [True], [-1], ["1"], [1.0]):
         r = editor.post(f"/stoplists/{stop_id}/remove", json={"ids": ids})
         assert r.status_code == 400 and r.get_json()["error"] == "ids", ids
     assert db.session.scalar(sa.select(sa.func.count()).select_from(StopEntry)) == 1
     db.session.commit()
+
+
+def test_overlong_search_text_is_cut_not_a_database_error(ctx, client, login, api_client, make_issue):
+    """SQLite refuses a LIKE pattern over 50,000 characters: every search box stops at 254."""
+    _pages, stop_id = _paged_pages(ctx, make_issue)
+    long = "x" * 100_000
+    login("support")
+    for path in (f"/journal?actor={long}", f"/contacts?q={long}", f"/stoplists/{stop_id}?q={long}",
+                 f"/lookup?q={long}"):
+        assert client.get(path).status_code == 200, path[:40]
+    assert api_client("support").get(f"/stoplists/{stop_id}/entries?q={long}").status_code == 200
 
 
 def test_nul_characters_are_refused_with_400(ctx, client, login, api_client):
@@ -169,6 +181,70 @@ def test_nul_characters_are_refused_with_400(ctx, client, login, api_client):
     assert db.session.scalar(sa.select(sa.func.count()).select_from(StopList).where(
         StopList.name.contains("name"))) == 0
     db.session.commit()
+
+
+# --- form errors beside their fields --------------------------------------------------
+
+def _error_after(html: str, field_marker: str) -> str:
+    """The first inline error that follows the field, before the form ends."""
+    start = html.index(field_marker)
+    end = html.index("</form>", start)
+    found = re.search(r'<small class="error">([^<]+)</small>', html[start:end])
+    assert found, f"no error beside {field_marker!r}"
+    return found.group(1)
+
+
+def test_list_name_errors_render_beside_the_field(ctx, client, login):
+    from mailing.extensions import db
+    from mailing.models import ContactList
+
+    db.session.add_all([ContactList(name="Readers"), ContactList(name="Clients")])
+    db.session.commit()
+    clients_id = db.session.scalar(sa.select(ContactList.id).where(ContactList.name == "Clients"))
+    db.session.commit()
+    login("editor")
+    token = csrf_from(client.get("/lists").data)
+    r = client.post("/lists", data={"name": "  ", "csrf_token": token})
+    assert r.status_code == 400 and _error_after(r.data.decode(), 'name="name"')
+    r = client.post("/lists", data={"name": "Readers", "csrf_token": token})
+    assert r.status_code == 409 and "exists" in _error_after(r.data.decode(), 'name="name"')
+    # Renaming onto another list's name was an IntegrityError (500): now the same message.
+    r = client.post(f"/lists/{clients_id}/rename", data={"name": "Readers", "csrf_token": token})
+    assert r.status_code == 409 and "exists" in _error_after(r.data.decode(), f'action="/lists/{clients_id}/rename"')
+    assert db.session.get(ContactList, clients_id, populate_existing=True).name == "Clients"
+    db.session.commit()
+
+
+def test_stoplist_name_errors_render_beside_the_field(ctx, client, login):
+    from mailing.extensions import db
+    from mailing.models import StopList
+
+    stop = StopList(name="Partners")
+    db.session.add(stop)
+    db.session.commit()
+    stop_id = stop.id
+    login("editor")
+    token = csrf_from(client.get("/stoplists/").data)
+    r = client.post("/stoplists/", data={"name": "", "csrf_token": token})
+    assert r.status_code == 400 and _error_after(r.data.decode(), 'name="name"')
+    r = client.post(f"/stoplists/{stop_id}/rename", data={"name": "x" * 201, "csrf_token": token})
+    html = r.data.decode()
+    assert r.status_code == 400 and _error_after(html, f'action="/stoplists/{stop_id}/rename"')
+
+
+def test_launch_form_errors_render_beside_the_field(ctx, client, login, make_issue):
+    issue_id = make_issue(2)
+    login("editor")
+    token = csrf_from(client.get(f"/issues/{issue_id}").data)
+    r = client.post(f"/issues/{issue_id}/launch", data={"mode": "at", "send_at": "", "csrf_token": token})
+    assert r.status_code == 400
+    assert "date and time" in _error_after(r.data.decode(), 'name="send_at"')
+    r = client.post(f"/issues/{issue_id}/launch", data={"mode": "at", "send_at": "2001-01-01T10:00",
+                                                        "csrf_token": token})
+    assert r.status_code == 400 and "past" in _error_after(r.data.decode(), 'name="send_at"')
+    r = client.post(f"/issues/{issue_id}/launch", data={"mode": "soon", "csrf_token": token})
+    assert r.status_code == 400 and _error_after(r.data.decode(), 'name="mode"')
+    assert issue_row(issue_id).status == "draft", "a refused launch changes nothing"
 
 
 # --- finding 5: no secret in messages -------------------------------------------------

@@ -159,3 +159,29 @@ def test_ctrl_c_lets_letters_in_flight_finish_and_loses_nobody(ctx, env, stack, 
     wait_status(issue_id, "sent", 60)
     assert sorted(relay.counts().values()) == [1] * 12, "nobody gets it twice, nobody is skipped"
     assert [e.event for e in journal_of(issue_id)] == ["launch", "start", "finish"]
+
+
+def test_a_killed_maintenance_process_is_restarted_by_its_worker(env, tmp_path):
+    from mailing.launcher import stop_tree
+
+    log = tmp_path / "worker.err"
+    with open(log, "wb") as err:
+        worker = subprocess.Popen([sys.executable, "-m", "flask", "worker"], cwd=ROOT,
+                                  env=dict(os.environ, **env, FLASK_APP="app.py"), stderr=err,
+                                  start_new_session=True)
+    conn = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        wait_for(lambda: worker.pid in {w.pid for w in Worker.all(connection=conn)}, 30, 0.1, "the worker")
+        maintenance = min(_children(worker.pid))  # forked first, before RQ's scheduler
+        os.kill(maintenance, signal.SIGKILL)
+        line = wait_for(lambda: next((x for x in log.read_text().splitlines()
+                                      if x.startswith("outbox-maintenance restarted (pid ")), None),
+                        15, 0.1, "the restart line")
+        assert f"outbox-maintenance (pid {maintenance}) exited with -9 (SIGKILL)" in log.read_text()
+        new = int(line.split("pid ")[1].rstrip(")"))
+        assert new in _children(worker.pid) and worker.poll() is None
+        # It does its work: the maintenance lock is taken again.
+        conn.delete("outbox:maintenance:lock")
+        wait_for(lambda: conn.exists("outbox:maintenance:lock"), 15, 0.1, "a maintenance pass")
+    finally:
+        stop_tree(worker, 10)

@@ -269,7 +269,7 @@ def test_large_stoplist_csv_is_a_job_with_progress_and_a_per_line_report(app, cl
     assert entries == imp.added and sources == {"import"}
     assert db.session.scalar(sa.select(StopEntry.id).where(StopEntry.value == "+79123456789"))
     db.session.commit()
-    assert import_files(env) == [], "the file is deleted when the job ends"
+    wait_for(lambda: import_files(env) == [], 10, what="the file deleted when the job ends")
 
     done = client.get(f"/stoplists/imports/{imp_id}", headers={"HX-Request": "true"}).data.decode()
     assert 'data-state="done"' in done and "hx-trigger" not in done and "rubbish" in done
@@ -292,7 +292,7 @@ def test_a_failed_stoplist_import_says_why_and_deletes_its_file(app, client, log
     workers.start(1)
     imp = wait_import(imp_id)
     assert imp.state == "failed" and imp.error.startswith("line 2:")
-    assert import_files(env) == []
+    wait_for(lambda: import_files(env) == [], 10, what="the file deleted after the failure")
     page = client.get(f"/stoplists/imports/{imp_id}", headers={"HX-Request": "true"}).data.decode()
     assert 'data-state="failed"' in page and "line 2:" in page and "hx-trigger" not in page
 
@@ -466,7 +466,8 @@ def test_contact_import_file_is_0600_and_deleted_when_the_job_ends(ctx, client, 
         return found if all(s in ("done", "failed") for s in found) else None
 
     assert wait_for(states, 30, what="both imports") == ["done", "failed"]
-    assert import_files(env) == [], "deleted after success and after failure"
+    # The job deletes the file just after it records the end.
+    wait_for(lambda: import_files(env) == [], 10, what="the files deleted after success and after failure")
 
 
 # --- instance folder, database, secret key ----------------------------------------------

@@ -102,7 +102,7 @@ class Lazy:
 def register(app: Flask) -> None:
     from . import api, auth, contacts, moderation, outgoing, params, sandbox, stoplists, unsubscribe
 
-    params.init_app(app)  # the strict <int:> converter must be in place before any route is added
+    params.init_app(app, error)  # the strict <int:> converter must be in place before any route is added
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
                contacts.bp):
         app.register_blueprint(bp)

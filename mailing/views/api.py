@@ -248,7 +248,8 @@ def list_entries(list_id: int) -> Any:
     from .. import stoplists
 
     page = page_arg()  # 400 {"error": "page"} unless 1..MAX_PAGE in ASCII digits
-    rows, has_next = stoplists.entries_page(_stoplist(list_id), request.args.get("q", ""), page)
+    q = request.args.get("q", "")[:254]  # as the page's search box: SQLite refuses huge LIKE patterns
+    rows, has_next = stoplists.entries_page(_stoplist(list_id), q, page)
     return jsonify(entries=[{"id": e.id, "kind": e.kind, "value": e.value, "in_contact_base": bool(b),
                              "source": e.source, "created_at": e.created_at.isoformat() + "Z"}
                             for e, b in rows], page=page, has_next=has_next)

@@ -145,8 +145,18 @@ def stoplist_remove(contact_id: int, entry_id: int) -> Any:
 @bp.get("/lists")
 @roles(*READERS)
 def lists() -> Any:
+    return _lists_page(ListForm())
+
+
+def _lists_page(form: ListForm, status: int = 200) -> Any:
+    """The lists, with `form`'s errors beside the new list's name."""
     rows = db.session.scalars(sa.select(ContactList).order_by(ContactList.name)).all()
-    return render_template("contacts/lists.html", lists=rows, sizes=contacts.list_sizes(), form=ListForm())
+    return render_template("contacts/lists.html", lists=rows, sizes=contacts.list_sizes(), form=form), status
+
+
+def _name_taken(name: str, list_id: int | None = None) -> bool:
+    return bool(db.session.scalar(sa.select(ContactList.id).where(
+        ContactList.name == name, ContactList.id != (list_id or 0))))
 
 
 @bp.post("/lists")
@@ -154,9 +164,10 @@ def lists() -> Any:
 def list_create() -> Any:
     form = ListForm()
     if not form.validate_on_submit():
-        return error(400, "name", "; ".join(form.name.errors))
-    if db.session.scalar(sa.select(ContactList.id).where(ContactList.name == form.name.data.strip())):
-        return error(409, "name", _("A list with this name exists."))
+        return _lists_page(form, 400)
+    if _name_taken(form.name.data.strip()):
+        form.name.errors.append(_("A list with this name exists."))
+        return _lists_page(form, 409)
     lst = ContactList(name=form.name.data.strip())
     db.session.add(lst)
     db.session.commit()
@@ -166,7 +177,11 @@ def list_create() -> Any:
 @bp.get("/lists/<int:list_id>")
 @roles(*READERS)
 def list_show(list_id: int) -> Any:
-    lst = db.get_or_404(ContactList, list_id)
+    return _list_page(db.get_or_404(ContactList, list_id))
+
+
+def _list_page(lst: ContactList, rename_form: ListForm | None = None, status: int = 200) -> Any:
+    """A list's page; `rename_form` carries a refused rename's errors beside the name."""
     before = arg_int("before")
     stmt = (sa.select(Contact).join(list_members).where(list_members.c.list_id == lst.id)
             .order_by(Contact.id.desc()).limit(51))
@@ -177,8 +192,8 @@ def list_show(list_id: int) -> Any:
                                  .order_by(ContactImport.id.desc()).limit(10)).all()
     return render_template("contacts/list.html", lst=lst, rows=rows[:50],
                            next_before=rows[49].id if len(rows) > 50 else None, imports=imports,
-                           rename_form=ListForm(name=lst.name), import_form=ImportForm(),
-                           size=contacts.list_sizes().get(lst.id, 0))
+                           rename_form=rename_form or ListForm(name=lst.name), import_form=ImportForm(),
+                           size=contacts.list_sizes().get(lst.id, 0)), status
 
 
 @bp.post("/lists/<int:list_id>/rename")
@@ -187,7 +202,10 @@ def list_rename(list_id: int) -> Any:
     lst = db.get_or_404(ContactList, list_id)
     form = ListForm()
     if not form.validate_on_submit():
-        return error(400, "name", "; ".join(form.name.errors))
+        return _list_page(lst, form, 400)
+    if _name_taken(form.name.data.strip(), lst.id):  # names are unique: this was an IntegrityError (500)
+        form.name.errors.append(_("A list with this name exists."))
+        return _list_page(lst, form, 409)
     lst.name = form.name.data.strip()
     db.session.commit()
     return redirect(url_for("contacts.list_show", list_id=lst.id))

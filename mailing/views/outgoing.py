@@ -210,10 +210,15 @@ def edit(issue_id: int) -> Any:
 @bp.get("/issues/<int:issue_id>")
 @roles(*READERS)
 def show(issue_id: int) -> Any:
+    return _issue_page(issue_id)
+
+
+def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: int = 200) -> Any:
+    """The issue page; `launch_form` carries a refused launch's errors beside its fields."""
     issue = db.get_or_404(Issue, issue_id)
     tab = request.args.get("tab", "details")
     ctx: dict[str, Any] = {"issue": issue, "tab": tab, "progress": queries.progress(issue),
-                           "test_form": TestForm(), "launch_form": LaunchForm(),
+                           "test_form": TestForm(), "launch_form": launch_form or LaunchForm(),
                            "locked": queries.edit_lock_reason(issue)}
     if tab == "details":
         ctx["journal"] = queries.issue_journal(issue.id)
@@ -233,7 +238,7 @@ def show(issue_id: int) -> Any:
         ctx["per_minute"] = queries.sent_per_minute(issue.id)
     else:
         abort(404)
-    return render_template("outgoing/show.html", **ctx)
+    return render_template("outgoing/show.html", **ctx), status
 
 
 @bp.get("/issues/<int:issue_id>/preview")
@@ -295,15 +300,19 @@ def launch(issue_id: int) -> Any:
     issue = db.get_or_404(Issue, issue_id)
     form = LaunchForm()
     if not form.validate_on_submit():
-        return error(400, "invalid", "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()))
+        return _issue_page(issue.id, form, 400)  # the errors beside "When" and "Send at"
     at: datetime | None = None
     if form.mode.data == "at":
         if form.send_at.data is None:
-            return error(400, "invalid", _("Give the date and time to send at."))
+            form.send_at.errors.append(_("Give the date and time to send at."))
+            return _issue_page(issue.id, form, 400)
         at = form.send_at.data
     try:
         lifecycle.launch(issue.id, current_user, at=at, postpone=form.mode.data == "postpone")
     except lifecycle.LaunchError as exc:
+        if exc.field in ("mode", "send_at"):
+            getattr(form, exc.field).errors.append(exc.message)
+            return _issue_page(issue.id, form, 400)
         return error(400, exc.field, exc.message)
     return redirect(url_for("outgoing.index"))
 
@@ -333,7 +342,9 @@ def act(issue_id: int, action: str) -> Any:
 @roles(*READERS)
 def journal() -> Any:
     page = page_arg()
-    filters = {k: request.args.get(k) or None for k in ("issue", "actor", "event")}
+    # Text filters are capped like every search box (254, an address's length): SQLite
+    # refuses a LIKE pattern over 50,000 characters with an error, not an empty page.
+    filters = {k: (request.args.get(k) or "")[:254] or None for k in ("issue", "actor", "event")}
     errors: dict[str, str] = {}
     try:
         issue = arg_int("issue")

@@ -10,6 +10,7 @@ can never overflow a 64-bit integer on PostgreSQL or SQLite.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, make_response, request
@@ -17,9 +18,9 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-# The largest value a 64-bit signed integer column holds: every id fits below it, and a
-# larger one would overflow SQLite's INTEGER or PostgreSQL's bigint before any lookup.
-MAX_ID = 2**63 - 1
+# Ids are INTEGER columns: PostgreSQL's int4 (SQLAlchemy binds the key as ::INTEGER, so a
+# larger value fails the query instead of finding nothing). Raise it with the columns.
+MAX_ID = 2**31 - 1
 # Pages hold 50 to 100 rows: a million pages is past any real list, and the OFFSET it
 # makes (at most 10^8) is far from any integer limit.
 MAX_PAGE = 1_000_000
@@ -93,7 +94,7 @@ def _nul_in(value: Any) -> bool:
 
 
 def _refuse_nul(name: str) -> BadParameter:
-    return BadParameter(name.replace("\x00", "") or "input", _("The text must not contain a NUL character."))
+    return BadParameter(name.replace("\x00", "")[:100] or "input", _("The text must not contain a NUL character."))
 
 
 class _NulFreeRequest:
@@ -123,11 +124,9 @@ class _NulFreeRequest:
         return data
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, error: Callable[[int, str, str], Any]) -> None:
     """Install the strict `int` converter (before any route is added), the NUL-free request
-    and the 400 answers."""
-    from . import error
-
+    and the 400 answers (through `error`, the views' error page or JSON)."""
     app.url_map.converters["int"] = StrictIntConverter
     if not issubclass(app.request_class, _NulFreeRequest):
         app.request_class = type("Request", (_NulFreeRequest, app.request_class), {})

@@ -39,21 +39,27 @@ def _list(list_id: int) -> StopList:
     return stop
 
 
-def _page(stop: StopList, add_form: AddForm | None = None, report: Any = None, status: int = 200) -> Any:
+def _page(stop: StopList, add_form: AddForm | None = None, report: Any = None, status: int = 200,
+          rename_form: ListForm | None = None) -> Any:
     q = (request.args.get("q") or "").strip()[:254]
     page = page_arg()
     rows, has_next = stoplists.entries_page(stop, q, page)
     quota = stoplists.removal_quota() if stop.code == "unsubscribed" else None
     return render_template("stoplists/show.html", stop=stop, rows=rows, has_next=has_next, q=q, page=page,
-                           add_form=add_form or AddForm(), rename_form=ListForm(name=stop.name),
+                           add_form=add_form or AddForm(), rename_form=rename_form or ListForm(name=stop.name),
                            report=report, quota=quota, imports=stopimports.recent(stop.id)), status
 
 
 @bp.get("/")
 @roles(*READERS)
 def index() -> Any:
+    return _index(ListForm())
+
+
+def _index(form: ListForm, status: int = 200) -> Any:
+    """Every stop-list, with `form`'s errors beside the new list's name."""
     lists = db.session.scalars(sa.select(StopList).order_by(StopList.id)).all()
-    return render_template("stoplists/index.html", lists=lists, counts=stoplists.counts(), form=ListForm())
+    return render_template("stoplists/index.html", lists=lists, counts=stoplists.counts(), form=form), status
 
 
 @bp.post("/")
@@ -61,7 +67,7 @@ def index() -> Any:
 def create() -> Any:
     form = ListForm()
     if not form.validate_on_submit():
-        return error(400, "name", "; ".join(form.name.errors) or "Give the list a name.")
+        return _index(form, 400)
     stop = StopList(name=form.name.data.strip())
     db.session.add(stop)
     db.session.commit()
@@ -152,7 +158,7 @@ def rename(list_id: int) -> Any:
     stop = _list(list_id)
     form = ListForm()
     if not form.validate_on_submit():
-        return error(400, "name", "; ".join(form.name.errors))
+        return _page(stop, status=400, rename_form=form)
     try:
         stoplists.rename(stop, form.name.data.strip())
     except stoplists.SystemListError as exc:

@@ -27,10 +27,10 @@ depends_on = None
 
 
 def _key(address):
-    from mailing.addresses import EmailNotValidError, email_key
+    from mailing.addresses import key_of
     try:
-        return email_key(address)
-    except (EmailNotValidError, UnicodeError):
+        return key_of(address)
+    except UnicodeError:
         return address.strip().lower()
 
 
