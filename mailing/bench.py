@@ -3,6 +3,7 @@ and workers, clean up, and print one JSON object as their last line."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -27,8 +28,31 @@ from flask.cli import AppGroup
 
 from .launcher import descendants, signal_tree, stop_tree, web_command
 
-bench = AppGroup("bench", help="Benchmarks; each prints one JSON object as its last line.")
 ROOT = Path(__file__).resolve().parent.parent
+# The database the next Stack uses, set by every command's --database option.
+_choice = {"database": "sqlite"}
+
+
+class BenchGroup(AppGroup):
+    """Every benchmark takes `--database sqlite|postgresql`: the same figure on both."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.append(click.Option(
+            ["--database"], type=click.Choice(["sqlite", "postgresql"]), default="sqlite", show_default=True,
+            help="postgresql: a throw-away cluster (or a fresh database on BENCH_DATABASE_URL's server)"))
+        inner = cmd.callback
+        assert inner is not None
+
+        @functools.wraps(inner)
+        def callback(*args: Any, database: str, **kwargs: Any) -> Any:
+            _choice["database"] = database
+            return inner(*args, **kwargs)
+
+        cmd.callback = callback
+        super().add_command(cmd, name)
+
+
+bench = BenchGroup("bench", help="Benchmarks; each prints one JSON object as its last line.")
 
 BODY = (
     "<html><body><h1>Hello, {{ name }}!</h1>"
@@ -123,10 +147,25 @@ class Sink:
 
 
 class Stack:
-    """A throw-away Outbox: temp dir, SQLite (or DATABASE_URL), Redis, workers."""
+    """A throw-away Outbox: temp dir, database, Redis, workers. The database is SQLite in
+    the temp dir, or with --database postgresql a fresh database on a throw-away cluster
+    (on BENCH_DATABASE_URL's server when it is set), dropped at the end."""
 
     def __init__(self, sink_kind: str, env_extra: dict[str, str] | None = None):
+        from .devtools.pgcluster import Cluster, FreshDatabase
+
         self.dir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
+        self.database = _choice["database"]
+        self.cluster = self.fresh = None
+        if self.database == "postgresql":
+            server = os.environ.get("BENCH_DATABASE_URL")
+            if not server:
+                self.cluster = Cluster()
+                server = f"{self.cluster.base}/postgres"
+            self.fresh = FreshDatabase(server)
+            db_url = self.fresh.url
+        else:
+            db_url = f"sqlite:///{self.dir / 'bench.sqlite3'}"
         self.redis_proc = subprocess.Popen(
             ["redis-server", "--port", "0", "--unixsocket", str(self.dir / "r.sock"), "--save", "",
              "--appendonly", "no", "--loglevel", "warning"], stdout=subprocess.DEVNULL)
@@ -140,13 +179,12 @@ class Stack:
         self.sink = Sink(sink_kind) if sink_kind else None
         self.env = {
             **os.environ,
-            "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{self.dir / 'bench.sqlite3'}",
+            "DATABASE_URL": db_url,
             "REDIS_URL": self.redis_url, "OUTBOX_INSTANCE": str(self.dir / "instance"),
             "SECRET_KEY": "bench", "BASE_URL": "http://127.0.0.1:5000", "RQ_QUEUE": "bench",
             "SMTP_URL": f"smtp://127.0.0.1:{self.sink.port}" if self.sink else "",
             "FLASK_APP": "app.py", **(env_extra or {}),
         }
-        self.database = "postgresql" if self.env["DATABASE_URL"].startswith("postgresql") else "sqlite"
         subprocess.run([sys.executable, "-m", "flask", "db", "upgrade"], cwd=ROOT, env=self.env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.workers: list[subprocess.Popen] = []
@@ -203,6 +241,10 @@ class Stack:
         self.redis_proc.terminate()
         self.redis_proc.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.fresh is not None:
+            self.fresh.drop()
+        if self.cluster is not None:
+            self.cluster.stop()
 
 
 FIELD_VALUES = ["Санкт-Петербург", "Gold plan", "2026-12-01", "Team Orange", "ivan.petrov", "42"]
@@ -228,6 +270,9 @@ def seed_issue(n: int, body: str = BODY, fields: int = 0) -> int:
                                 for f in range(1, fields + 1)}} for i in range(start, min(start + step, n))]
         db.session.execute(sa.insert(Contact), rows)
         db.session.execute(sa.insert(list_members), [{"list_id": lst.id, "contact_id": r["id"]} for r in rows])
+    if db.engine.dialect.name == "postgresql":  # the ids were given: move the sequence past them
+        db.session.execute(sa.text("SELECT setval(pg_get_serial_sequence('contacts', 'id'), "
+                                   "GREATEST((SELECT max(id) FROM contacts), 1))"))
     subject = "Bench issue"
     if fields:
         from .contacts import register_fields
@@ -318,7 +363,7 @@ def reference_rate(port: int, processes: int, threads: int, n: int) -> float:
 
 
 def emit(result: dict[str, Any]) -> None:
-    click.echo(json.dumps(result))
+    click.echo(json.dumps({**result, "database": result.get("database", _choice["database"])}))
 
 
 @bench.command("send")
@@ -351,7 +396,7 @@ def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str |
         ref = reference_rate(stack.sink.port, workers, concurrency, recipients)
         ours = recipients / seconds
         emit({"recipients": recipients, "workers": workers, "concurrency": concurrency, "sink": sink_kind,
-              "fields": fields, "database": stack.database,
+              "fields": fields,
               "seconds": round(seconds, 2), "msgs_per_s": round(ours), "reference_msgs_per_s": round(ref),
               "ratio": round(ours / ref, 3), **audit,
               "first_to_last_letter_s": round(last - first, 2),

@@ -10,7 +10,7 @@ all must be 0), p50/p95 latency per kind of request, and the resident memory of 
 long-lived process at the end of the warm-up and at the end of the run.
 
 Like the other benchmarks it builds a throw-away database (SQLite, or an empty one named
-by BENCH_DATABASE_URL), Redis, sink and workers in a temp directory, and cleans up.
+by --database postgresql), Redis, sink and workers in a temp directory, and cleans up.
 """
 
 from __future__ import annotations
@@ -330,12 +330,7 @@ def soak(minutes: float, pollers: int, contacts: int, import_rows: int, warmup: 
             from .extensions import db
             from .models import ContactList, Issue, StopList
 
-            first = seed_issue(contacts)
-            if db.engine.dialect.name == "postgresql":
-                # seed_issue gives contacts explicit ids; the imports that follow need the
-                # sequence past them.
-                db.session.execute(sa.text("SELECT setval(pg_get_serial_sequence('contacts', 'id'), "
-                                           "(SELECT max(id) FROM contacts))"))
+            first = seed_issue(contacts)  # moves PostgreSQL's id sequence past its contacts
             template = db.session.get(Issue, first)
             assert template is not None
             db.session.add_all([Issue(subject=f"Soak issue {k}", body_html=template.body_html,

@@ -34,7 +34,7 @@ from .extensions import db
 from .letter import Letter, LetterError, Recipient
 from .models import OPEN_STATES, Contact, Delivery, Issue, Sender, utcnow
 from .models import DeliveryState as D
-from .stoplists import applicable_entries_sql, suppressed_among
+from .stoplists import APPLIES_TO_SENDER, applicable_entries_sql, suppressed_among
 from .transport import (
     RelayAuthFailed,
     RelayConfig,
@@ -69,47 +69,65 @@ def new_owner() -> str:
 # --- store ------------------------------------------------------------------
 
 def materialise(issue: Issue) -> dict[str, int]:
-    """Create one delivery per list member in one INSERT … SELECT (no Python loop).
+    """Create one delivery per list member in one pass (no Python loop).
 
-    Members already in an applicable stop-list are written as `suppressed` with
-    the list's name as the reason. The caller commits.
+    Members already in an applicable stop-list are written as `suppressed` with the
+    name of the first such list (by id) as the reason. The caller commits.
     """
     params = {"issue_id": issue.id, "list_id": issue.list_id, "sender_id": issue.sender_id, "now": utcnow()}
-    # Everyone goes in as pending, then the stop-lists are walked once: each applicable
-    # entry is one probe into the deliveries' address index. That costs what the
-    # stop-lists hold, not a probe per recipient, and the reason is the first list
-    # (by id) that stops the address.
-    total = db.session.execute(
-        sa.text(
-            """
-            INSERT INTO deliveries (issue_id, contact_id, email, email_key, name, state, attempts, updated_at)
-            SELECT :issue_id, c.id, c.email, c.email_key, c.name, 'pending', 0, :now
-            FROM list_members m JOIN contacts c ON c.id = m.contact_id
-            WHERE m.list_id = :list_id AND c.email IS NOT NULL
-            """
-        ),
-        params,
-    ).rowcount
-    reason = applicable_entries_sql("deliveries.email_key", ":sender_id")
-    suppressed = db.session.execute(
-        sa.text(
-            f"""
-            UPDATE deliveries SET state = 'suppressed', reason = ({reason})
-            WHERE issue_id = :issue_id AND email_key IN (
-                SELECT e.value FROM stop_entries e
-                WHERE e.kind = 'email' AND (e.sender_id IS NULL OR e.sender_id = :sender_id))
-            """
-        ),
-        params,
-    ).rowcount
-    counts = {D.SUPPRESSED: suppressed}
+    if db.engine.dialect.name == "postgresql":
+        total, suppressed = _materialise_joined(params)
+    else:
+        total, suppressed = _materialise_then_stop(params)
     db.session.execute(
         sa.update(issues).where(issues.c.id == issue.id).values(
-            total=total, suppressed_count=counts.get(D.SUPPRESSED, 0), sent_count=0,
+            total=total, suppressed_count=suppressed, sent_count=0,
             bounced_count=0, failed_count=0, stopped_count=0,
         )
     )
-    return {"total": total, "suppressed": counts.get(D.SUPPRESSED, 0)}
+    return {"total": total, "suppressed": suppressed}
+
+
+def _materialise_joined(params: dict[str, Any]) -> tuple[int, int]:
+    """PostgreSQL: one INSERT … SELECT with the applicable stop-list entries hash-joined
+    on the address key, so the cost grows linearly with the list and the stop-lists.
+    (An UPDATE after the INSERT, as on SQLite, meets a table with no statistics yet: the
+    planner expects one row and probes the whole issue once per stop-list entry.)"""
+    total = db.session.execute(sa.text(f"""
+        INSERT INTO deliveries (issue_id, contact_id, email, email_key, name, state, reason, attempts, updated_at)
+        SELECT :issue_id, c.id, c.email, c.email_key, c.name,
+               CASE WHEN s.name IS NULL THEN 'pending' ELSE 'suppressed' END, s.name, 0, :now
+        FROM list_members m JOIN contacts c ON c.id = m.contact_id
+        LEFT JOIN (
+            SELECT DISTINCT ON (e.value) e.value, sl.name
+            FROM stop_entries e JOIN stop_lists sl ON sl.id = e.list_id
+            WHERE {APPLIES_TO_SENDER}
+            ORDER BY e.value, sl.id
+        ) s ON s.value = c.email_key
+        WHERE m.list_id = :list_id AND c.email IS NOT NULL
+    """), params).rowcount
+    suppressed = db.session.execute(sa.text(
+        "SELECT count(*) FROM deliveries WHERE issue_id = :issue_id AND state = 'suppressed'"), params).scalar_one()
+    return total, suppressed
+
+
+def _materialise_then_stop(params: dict[str, Any]) -> tuple[int, int]:
+    """SQLite: everyone goes in as pending, then the stop-lists are walked once: each
+    applicable entry is one probe into the deliveries' address index. That costs what
+    the stop-lists hold, not a probe per recipient."""
+    total = db.session.execute(sa.text("""
+        INSERT INTO deliveries (issue_id, contact_id, email, email_key, name, state, attempts, updated_at)
+        SELECT :issue_id, c.id, c.email, c.email_key, c.name, 'pending', 0, :now
+        FROM list_members m JOIN contacts c ON c.id = m.contact_id
+        WHERE m.list_id = :list_id AND c.email IS NOT NULL
+    """), params).rowcount
+    reason = applicable_entries_sql("deliveries.email_key")
+    suppressed = db.session.execute(sa.text(f"""
+        UPDATE deliveries SET state = 'suppressed', reason = ({reason})
+        WHERE issue_id = :issue_id AND email_key IN (
+            SELECT e.value FROM stop_entries e WHERE {APPLIES_TO_SENDER})
+    """), params).rowcount
+    return total, suppressed
 
 
 @dataclass

@@ -14,6 +14,7 @@ from .engine import next_portion_time
 from .extensions import db
 from .models import Delivery, Issue, JournalEvent, utcnow
 from .states import FINAL, IssueStatus
+from .stoplists import applies_to_sender
 
 S = IssueStatus
 PAGE = 50
@@ -244,8 +245,7 @@ def audience_preview(issue: Issue) -> dict:
     octets = (sa.func.octet_length(Contact.email_key) if db.engine.dialect.name == "postgresql"
               else sa.func.length(sa.cast(Contact.email_key, sa.LargeBinary)))
     international = db.session.scalar(members_q.where(octets != sa.func.length(Contact.email_key))) or 0
-    applies = sa.and_(StopEntry.value == Contact.email_key, StopEntry.kind == "email",
-                      sa.or_(StopEntry.sender_id.is_(None), StopEntry.sender_id == issue.sender_id))
+    applies = sa.and_(StopEntry.value == Contact.email_key, applies_to_sender(issue.sender_id))
     excluded = db.session.execute(
         sa.select(StopList.name, sa.func.count(sa.distinct(Contact.id)))
         .select_from(list_members).join(Contact, Contact.id == list_members.c.contact_id)

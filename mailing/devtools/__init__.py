@@ -1,0 +1,1 @@
+"""Tools for developing Outbox (benchmarks, throw-away servers); the app never imports them."""
