@@ -319,20 +319,15 @@ class StopEvent(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 
 
-class ContactImport(db.Model):
-    """A CSV import into a list, run by an RQ job; its counters are the progress bar."""
+class UploadJob:
+    """What every uploaded file worked through by an RQ job has: where it is, how far the
+    job read it (the progress bar), the per-line report and how it ended."""
 
-    __tablename__ = "contact_imports"
-    id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("contact_lists.id", ondelete="CASCADE"))
     path: so.Mapped[str] = so.mapped_column(sa.String(500))
     filename: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
     state: so.Mapped[str] = so.mapped_column(sa.String(12), default="queued")  # queued|running|done|failed
     size_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
     read_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
-    imported: so.Mapped[int] = so.mapped_column(default=0)
-    updated: so.Mapped[int] = so.mapped_column(default=0)
-    skipped: so.Mapped[int] = so.mapped_column(default=0)
     rejected: so.Mapped[list[Any]] = so.mapped_column(sa.JSON, default=list)  # [line, text, reason], capped
     rejected_count: so.Mapped[int] = so.mapped_column(default=0)
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
@@ -342,9 +337,21 @@ class ContactImport(db.Model):
 
     @property
     def percent(self) -> int:
+        """Read share of the file; 100 only once the job says it is done."""
         if self.state == "done":
             return 100
-        return int(self.read_bytes * 100 / self.size_bytes) if self.size_bytes else 0
+        return min(int(self.read_bytes * 100 / self.size_bytes), 99) if self.size_bytes else 0
+
+
+class ContactImport(UploadJob, db.Model):
+    """A CSV import into a list, run by an RQ job; its counters are the progress bar."""
+
+    __tablename__ = "contact_imports"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("contact_lists.id", ondelete="CASCADE"))
+    imported: so.Mapped[int] = so.mapped_column(default=0)
+    updated: so.Mapped[int] = so.mapped_column(default=0)
+    skipped: so.Mapped[int] = so.mapped_column(default=0)
 
 
 class Setting(db.Model):
@@ -355,30 +362,13 @@ class Setting(db.Model):
     value: so.Mapped[Any] = so.mapped_column(sa.JSON)
 
 
-class StopListImport(db.Model):
+class StopListImport(UploadJob, db.Model):
     """A stop-list CSV too large for one web request, added by an RQ job in chunks; its
     counters are the progress bar and `rejected` the per-line report."""
 
     __tablename__ = "stop_list_imports"
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     list_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("stop_lists.id", ondelete="CASCADE"), index=True)
-    path: so.Mapped[str] = so.mapped_column(sa.String(500))
-    filename: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
-    state: so.Mapped[str] = so.mapped_column(sa.String(12), default="queued")  # queued|running|done|failed
-    size_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
-    read_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
     lines: so.Mapped[int] = so.mapped_column(default=0)
     added: so.Mapped[int] = so.mapped_column(default=0)
     already: so.Mapped[int] = so.mapped_column(default=0)
-    rejected: so.Mapped[list[Any]] = so.mapped_column(sa.JSON, default=list)  # [line, text, reason], capped
-    rejected_count: so.Mapped[int] = so.mapped_column(default=0)
-    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
-    created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
-    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
-    finished_at: so.Mapped[datetime | None]
-
-    @property
-    def percent(self) -> int:
-        if self.state == "done":
-            return 100
-        return min(int(self.read_bytes * 100 / self.size_bytes), 99) if self.size_bytes else 0

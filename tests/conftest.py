@@ -5,7 +5,6 @@ OUTBOX_TEST_BACKEND=postgresql, on a throw-away PostgreSQL cluster."""
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -73,43 +72,19 @@ def _ping(url: str) -> bool:
 
 # --- databases ----------------------------------------------------------------
 
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / name).exists():
-            return str(d / name)
-    raise AssertionError(f"PostgreSQL's {name} is missing (make install installs postgresql)")
-
-
 @pytest.fixture(scope="session")
 def pg_server():
     """A throw-away cluster in its own temp directory, or TEST_DATABASE_URL's server."""
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"].rsplit("/", 1)[0]
         return
-    d = Path(tempfile.mkdtemp(prefix="outbox-pg-"))
-    port = free_port()
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(d, user.pw_uid, user.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    data = d / "data"
-    subprocess.run(run_as + [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                             "-E", "UTF8", "--no-instructions"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(run_as + [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(d / "log"), "-w", "-o",
-                             f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off "
-                             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                             "start"], check=True, stdout=subprocess.DEVNULL)
-    base = f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    from mailing.devtools.pgcluster import Cluster
+
+    cluster = Cluster()
     try:
-        yield base
+        yield cluster.base
     finally:
-        subprocess.run(run_as + [_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       stdout=subprocess.DEVNULL)
-        shutil.rmtree(d, ignore_errors=True)
+        cluster.stop()
 
 
 def _migrate(url: str, instance: Path) -> None:
