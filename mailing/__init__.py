@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,27 @@ def _sqlite_setup(app: Flask) -> None:
             if has_request_context() and request.method in ("GET", "HEAD"):
                 conn.exec_driver_sql("BEGIN")
             else:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                _begin_immediate(conn.connection.driver_connection)
+
+
+def _begin_immediate(raw: Any, patience: float = 30.0) -> None:
+    """Take SQLite's write lock, asking again every 2 ms. SQLite's own busy handler backs
+    off to 100 ms between tries, so a writer that releases the lock and takes it again
+    soon after (an import committing chunk after chunk) can starve a web request for
+    seconds; asking often, the request gets in at the first gap."""
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.002)
+    finally:
+        raw.execute("PRAGMA busy_timeout=30000")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

@@ -14,9 +14,17 @@ from email_validator import EmailNotValidError
 
 from . import stoplists
 from .addresses import email_key, is_valid_email, normalise_key, search_form
-from .extensions import db
+from .extensions import checkpoint_wal, db
 from .letter import BUILTIN_FIELDS, FIELD_NAME, Recipient
-from .models import Contact, ContactField, ContactImport, ContactList, list_members, utcnow
+from .models import (
+    Contact,
+    ContactField,
+    ContactImport,
+    ContactList,
+    Delivery,
+    list_members,
+    utcnow,
+)
 
 BATCH = 5000
 MAX_REJECTED_KEPT = 10_000
@@ -241,6 +249,7 @@ def _flush(imp: ContactImport, batch: dict[str, dict[str, Any]], counts: dict[st
     imp.rejected = list(rejected)
     imp.read_bytes = position
     db.session.commit()
+    checkpoint_wal()
 
 
 def list_sizes() -> dict[int, int]:
@@ -272,3 +281,11 @@ def sample_recipient(issue: Any, address: str, unsubscribe_url: str) -> Recipien
     if contact.phone:
         fields["phone"] = contact.phone
     return Recipient(0, contact.id, contact.email or "", contact.name, unsubscribe_url, fields)
+
+
+def delete_contact(contact: Contact) -> None:
+    """The contact goes; its stop-list entries stay (they name the address, not the
+    contact) and its deliveries keep their address but no longer point at it."""
+    db.session.execute(sa.update(Delivery).where(Delivery.contact_id == contact.id).values(contact_id=None))
+    db.session.delete(contact)
+    db.session.commit()

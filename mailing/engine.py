@@ -92,7 +92,11 @@ def _materialise_joined(params: dict[str, Any]) -> tuple[int, int]:
     """PostgreSQL: one INSERT … SELECT with the applicable stop-list entries hash-joined
     on the address key, so the cost grows linearly with the list and the stop-lists.
     (An UPDATE after the INSERT, as on SQLite, meets a table with no statistics yet: the
-    planner expects one row and probes the whole issue once per stop-list entry.)"""
+    planner expects one row and probes the whole issue once per stop-list entry.)
+    Measured at 1,000,000 contacts and 100,000 entries: the joined SELECT ~3 s, index
+    upkeep of the new rows most of the rest."""
+    # The joins hash in memory rather than spill to disk (4 MB is PostgreSQL's default).
+    db.session.execute(sa.text("SET LOCAL work_mem = '128MB'"))
     total = db.session.execute(sa.text(f"""
         INSERT INTO deliveries (issue_id, contact_id, email, email_key, name, state, reason, attempts, updated_at)
         SELECT :issue_id, c.id, c.email, c.email_key, c.name,

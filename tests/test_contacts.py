@@ -88,3 +88,20 @@ def test_card_stoplists_and_deleting_a_contact_keeps_entries(ctx, client, login)
     assert db.session.scalar(sa.select(StopEntry.value).where(StopEntry.value == "card@example.org"))
     listing = client.get(f"/stoplists/{blocked.id}").data.decode()
     assert "not-in-base" in listing, "an entry whose contact is gone is marked"
+
+
+def test_deleting_a_contact_keeps_its_deliveries_without_the_link(ctx, client, login, make_issue):
+    """Deliveries carry no foreign key (launches write them from the list); the use case
+    clears the link itself, and the history keeps the address."""
+    from mailing import lifecycle
+    from mailing.models import Delivery
+
+    user = login("editor")
+    issue_id = make_issue(2, emails=["gone@example.org", "stays@example.org"], names=["G"])
+    lifecycle.launch(issue_id, user)
+    gone = db.session.scalar(sa.select(Contact).where(Contact.email == "gone@example.org"))
+    token = csrf_from(client.get(f"/contacts/{gone.id}").data)
+    assert client.post(f"/contacts/{gone.id}/delete", data={"csrf_token": token}).status_code == 302
+    rows = dict(db.session.execute(sa.select(Delivery.email, Delivery.contact_id)
+                                   .where(Delivery.issue_id == issue_id)).all())
+    assert rows["gone@example.org"] is None and rows["stays@example.org"] is not None

@@ -108,8 +108,7 @@ def card(contact_id: int) -> Any:
 def delete(contact_id: int) -> Any:
     """The contact goes; its stop-list entries stay (they name the address, not the contact)."""
     contact = db.get_or_404(Contact, contact_id)
-    db.session.delete(contact)
-    db.session.commit()
+    contacts.delete_contact(contact)
     flash(_("Contact deleted; its stop-list entries stay."))
     return redirect(url_for("contacts.index"))
 
