@@ -392,7 +392,6 @@ class Http:
 def test_small_post_is_not_held_up_while_a_large_stoplist_csv_is_imported(web, make_user, workers):  # noqa: F811
     """The served app and a real worker: while a 100,000-line CSV is being added, creating a
     list (a write) still answers at once, again and again."""
-    from mailing.stopimports import CHUNK
 
     workers.start(1)
     user, password = make_user("editor")
