@@ -363,7 +363,7 @@ def reference_rate(port: int, processes: int, threads: int, n: int) -> float:
 
 
 def emit(result: dict[str, Any]) -> None:
-    click.echo(json.dumps({**result, "database": result.get("database", _choice["database"])}))
+    click.echo(json.dumps({**result, "database": _choice["database"]}))
 
 
 @bench.command("send")

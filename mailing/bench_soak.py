@@ -447,13 +447,17 @@ def soak(minutes: float, pollers: int, contacts: int, import_rows: int, warmup: 
                            "peak_mb": round(peak.get(name, end_mb), 1), "growth_mb": round(growth, 1),
                            "growth_pct": round(100 * growth / start_mb, 1) if start_mb else 0.0,
                            "flat": growth <= FLAT_MB or growth <= start_mb * FLAT_PCT / 100})
-        bad_imports = sum(n for state, n in imports.items() if state not in ("done",))
+        # An import still queued or running when the clock stops is work in progress, not
+        # an error; it is reported as unfinished.
+        bad_imports = imports.get("failed", 0)
+        unfinished_imports = sum(n for state, n in imports.items() if state in ("queued", "running"))
         errors = (len(merged["errors"]) + failed_jobs + bad_imports + statuses.get("interrupted", 0)
                   + sum(len(v) for v in log_errors.values()))
         emit({
-            "minutes": minutes, "pollers": pollers, "database": stack.env["DATABASE_URL"].split(":", 1)[0],
+            "minutes": minutes, "pollers": pollers, "database": stack.database,
             "errors": errors,
-            "error_samples": merged["errors"][:10], "failed_jobs": failed_jobs, "failed_job_samples": failed_samples,
+            "error_samples": merged["errors"][:10], "unfinished_imports": unfinished_imports,
+            "failed_jobs": failed_jobs, "failed_job_samples": failed_samples,
             "log_errors": {name: found[:5] for name, found in log_errors.items()},
             "imports": imports, "issues": statuses, "letters": stack.sink.received if stack.sink else 0,
             "actions": merged["stats"], "requests": merged["counts"], "answers_4xx": merged["client_4xx"],

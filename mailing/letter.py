@@ -56,7 +56,11 @@ class LetterError(ValueError):
 
 def clean_header_value(value: str) -> str:
     """Header text with CR, LF and NUL folded to spaces: no header injection."""
-    return _CRLF.sub(" ", value or "").strip()
+    if not value:
+        return ""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        value = _CRLF.sub(" ", value)
+    return value.strip()
 
 
 # --- templates ------------------------------------------------------------------------
