@@ -23,10 +23,12 @@ LOCK = "outbox:maintenance:lock"
 def tick() -> dict[str, int]:
     """One pass; safe to run anywhere, any number of times."""
     with job_context():
-        from mailing import engine, lifecycle, queueing
+        from mailing import lifecycle, queueing
         from mailing.extensions import db
-        from mailing.models import Delivery, DeliveryState, Issue, utcnow
+        from mailing.models import Issue, utcnow
+        from mailing.sending.runner import portion
         from mailing.states import IssueStatus as S
+        from mailing.store import deliveries
 
         r = queueing.redis_connection()
         now = utcnow()
@@ -37,15 +39,9 @@ def tick() -> dict[str, int]:
             live = r.zcount(queueing.runners_key(issue_id), time.time(), "+inf")
             if live:
                 continue
-            due = db.session.scalar(
-                sa.select(sa.func.count()).select_from(Delivery).where(
-                    Delivery.issue_id == issue_id,
-                    sa.or_(Delivery.state == DeliveryState.PENDING,
-                           sa.and_(Delivery.state == DeliveryState.SENDING, Delivery.lease_until < now),
-                           sa.and_(Delivery.state == DeliveryState.DEFERRED,
-                                   Delivery.next_attempt_at <= now))))
+            due = deliveries.due_count(issue_id, now)
             issue = db.session.get(Issue, issue_id, populate_existing=True)
-            if due and engine.portion(issue).left == 0:
+            if due and portion(issue).left == 0:
                 due = 0  # a spread issue between portions: nothing to start yet
             db.session.commit()
             if due:
@@ -53,7 +49,7 @@ def tick() -> dict[str, int]:
                 # Count as live until the new runner beats, so we do not enqueue twice.
                 r.zadd(queueing.runners_key(issue_id), {"maintenance": time.time() + 30})
                 done["respawned"] += 1
-            elif not engine.open_counts(issue_id):
+            elif not deliveries.open_counts(issue_id):
                 db.session.commit()
                 lifecycle.finish(issue_id)
         for issue_id in db.session.execute(

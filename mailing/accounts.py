@@ -23,8 +23,9 @@ from flask import current_app
 from flask_babel import gettext as _
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .enums import Role
 from .extensions import db
-from .models import ApiToken, Role, User, utcnow
+from .models import ApiToken, User, utcnow
 from .queueing import redis_connection
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from email_validator import EmailNotValidError
 from . import stoplists
 from .addresses import email_key, is_valid_email, normalise_key, search_form
 from .extensions import checkpoint_wal, db
-from .letter import BUILTIN_FIELDS, FIELD_NAME, Recipient
 from .models import (
     Contact,
     ContactField,
@@ -25,6 +24,7 @@ from .models import (
     list_members,
     utcnow,
 )
+from .sending.letter import BUILTIN_FIELDS, FIELD_NAME, Recipient
 
 BATCH = 5000
 MAX_REJECTED_KEPT = 10_000

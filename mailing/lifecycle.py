@@ -1,6 +1,7 @@
 """Use cases on an issue: launch, pause, resume, send whole, cancel, and the engine's
-own steps (start, finish, interrupt). Each goes through states.transition() and
-enqueues work only after the commit that made it necessary."""
+own steps (start, what follows a run, finish, interrupt). Each goes through
+states.transition() and enqueues work only after the commit that made it necessary.
+Each owns its transaction: the queries it calls (mailing/store) do not commit."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import gettext as _
 
-from . import engine, queueing, settings
+from . import queueing, settings
 from .contacts import known_fields
+from .enums import DeliveryState as D
+from .enums import IssueStatus
 from .extensions import db
-from .letter import TEMPLATE_FIELDS, check_letter
-from .models import Issue, utcnow
-from .states import IllegalTransition, IssueNotFound, IssueStatus, lock_for, record, transition
+from .models import Delivery, Issue, JournalEvent, utcnow
+from .sending.letter import TEMPLATE_FIELDS, check_letter
+from .states import IllegalTransition, IssueNotFound, lock_for, record, transition
+from .store import deliveries
 
 S = IssueStatus
 
@@ -88,7 +92,7 @@ def _accept(issue: Issue, action: str, actor: Any, delay: float | None = None,
     now = utcnow()
     start_at = now + timedelta(seconds=delay)
     lock_for(issue.id, action)
-    counts = engine.materialise(issue)
+    counts = deliveries.materialise(issue)
     if action in ("launch", "send_now"):
         # The pre-send check runs on the formed audience; a failing issue is held.
         from . import moderation
@@ -136,8 +140,6 @@ def approve(issue_id: int, actor: Any, comment: str = "") -> str:
 
 def reject(issue_id: int, actor: Any, comment: str) -> str:
     """Back to Draft with the moderator's comment; the formed audience is dropped."""
-    from .models import Delivery
-
     if not comment.strip():
         raise LaunchError("comment", _("Say why the issue is rejected."))
     transition(issue_id, "reject", actor=actor, reason=comment.strip(), commit=False,
@@ -215,15 +217,15 @@ def cancel(issue_id: int, actor: Any) -> str:
     except (IllegalTransition, IssueNotFound):
         _restore_halt(issue_id)
         raise
-    engine.stop_waiting(issue_id)
+    deliveries.stop_waiting(issue_id)
     db.session.commit()
     return finish_stopping(issue_id)
 
 
 def finish_stopping(issue_id: int) -> str:
     """Stopping → Cancelled once no recipient is in flight (a dead runner's count as not sent)."""
-    engine.expire_stale_sending(issue_id)
-    in_flight = engine.open_counts(issue_id).get("sending", 0)
+    deliveries.expire_stale_sending(issue_id)
+    in_flight = deliveries.open_counts(issue_id).get("sending", 0)
     if in_flight:
         db.session.commit()
         return S.STOPPING
@@ -237,21 +239,51 @@ def finish_stopping(issue_id: int) -> str:
 def note_paused(issue_id: int) -> None:
     """Journal how many recipients were processed after the Pause click (the messages
     that were already in an SMTP transaction), once the last runner has stopped."""
-    from .models import JournalEvent
-
     click = db.session.scalar(
         sa.select(JournalEvent).where(JournalEvent.issue_id == issue_id, JournalEvent.event == "pause")
         .order_by(JournalEvent.id.desc()).limit(1))
     if click is None:
         db.session.commit()
         return
-    from .models import Delivery
-
     left = db.session.scalar(sa.select(sa.func.count()).select_from(Delivery).where(
         Delivery.issue_id == issue_id, Delivery.sent_at > click.created_at)) or 0
     record(issue_id, "pause_settled", details={
         "left_after_click": left, "done": _done(issue_id), "pause_event": click.id})
     db.session.commit()
+
+
+def after_run(issue_id: int, outcome: Any) -> str:
+    """What a runner's end means for the issue (`outcome` is a sending.runner.Outcome):
+    the one place that decides it. Returns what happened, for the job's result."""
+    if outcome.kind == "not sending":
+        return "not sending"  # paused, cancelled or finished before this runner began
+    if outcome.kind == "interrupted":
+        interrupt(issue_id, outcome.reason, outcome.last_reply)
+        return "interrupted"
+    status = _issue(issue_id).status
+    db.session.commit()
+    if status == S.STOPPING:
+        finish_stopping(issue_id)
+        return "stopped"
+    if status == S.PAUSED and not queueing.live_runners(issue_id):
+        note_paused(issue_id)  # the last runner out says what left after the click
+    if outcome.kind == "halted" or status != S.SENDING:
+        return "halted"
+    if outcome.kind == "waiting" and outcome.next_at is not None:
+        queueing.enqueue("jobs.sending.send_issue", issue_id, at=outcome.next_at)
+        return "waiting for the next portion"
+    waiting = deliveries.open_counts(issue_id)
+    db.session.commit()
+    if not waiting:
+        finish(issue_id)
+        return "finished"
+    if waiting.get(D.DEFERRED) and not waiting.get(D.PENDING) and not waiting.get(D.SENDING):
+        at = deliveries.next_retry_at(issue_id)
+        db.session.commit()
+        if at is not None:
+            queueing.enqueue("jobs.sending.send_issue", issue_id, at=at)
+        return "retry scheduled"
+    return "others sending"
 
 
 def finish(issue_id: int) -> None:

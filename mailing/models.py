@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,8 +11,8 @@ from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .addresses import key_of
+from .enums import DeliveryState, IssueStatus, Role
 from .extensions import db
-from .states import IssueStatus
 
 
 def utcnow() -> datetime:
@@ -21,26 +20,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class Role(enum.StrEnum):
-    ADMIN = "admin"  # everything, plus users, senders and settings
-    EDITOR = "editor"  # issues, contacts, lists, stop-lists
-    MODERATOR = "moderator"  # the moderation queue; reads everything
-    SUPPORT = "support"  # read-only everywhere
-
-
-class DeliveryState(enum.StrEnum):
-    PENDING = "pending"  # waiting for its turn
-    SENDING = "sending"  # claimed by a worker under a lease
-    SENT = "sent"  # the relay answered 2xx
-    DEFERRED = "deferred"  # 4xx or timeout: retried later with backoff
-    BOUNCED = "bounced"  # 5xx: permanent refusal
-    FAILED = "failed"  # gave up after the retry limit
-    SUPPRESSED = "suppressed"  # in an applicable stop-list when built
-    STOPPED = "stopped_manually"  # the issue was cancelled before its turn
-
-
-# States in which a delivery still waits for the relay.
-OPEN_STATES = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.DEFERRED)
 
 
 class User(UserMixin, db.Model):

@@ -8,13 +8,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from . import queueing, settings
+from . import clock, queueing, settings
 from .addresses import search_form
-from .engine import next_portion_time
+from .enums import IssueStatus
 from .extensions import db
 from .models import Delivery, Issue, JournalEvent, utcnow
-from .states import FINAL, IssueStatus
-from .stoplists import applies_to_sender
+from .sending.policy import Spread
+from .states import FINAL
+from .store.stoplists import applies_to_sender
 
 S = IssueStatus
 PAGE = 50
@@ -70,8 +71,14 @@ def progress(issue: Issue) -> Progress:
         failed=issue.bounced_count + issue.failed_count, suppressed=issue.suppressed_count,
         stopped=issue.stopped_count, remaining=remaining, rate=round(r, 1), eta_seconds=eta,
         countdown=countdown, live=issue.status in (S.ACCEPTED, S.SENDING, S.STOPPING),
-        next_portion_at=next_portion_time(issue) if issue.status in (S.SENDING, S.PAUSED) else None,
+        next_portion_at=_next_portion(issue) if issue.status in (S.SENDING, S.PAUSED) else None,
     )
+
+
+def _next_portion(issue: Issue) -> datetime | None:
+    """When a spread issue's next portion leaves (no query: the row polls this)."""
+    spread = Spread.of(issue)
+    return spread.next_at(clock.now()) if spread else None
 
 
 def edit_lock_reason(issue: Issue) -> str | None:

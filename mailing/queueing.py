@@ -137,3 +137,8 @@ def rate(issue_id: int, window: float = 15.0) -> float:
     if now - t1 > window:
         return 0.0
     return max(d1 - d0, 0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def live_runners(issue_id: int) -> int:
+    """Runners on the issue whose heartbeat has not run out."""
+    return int(redis_connection().zcount(runners_key(issue_id), time.time(), "+inf"))

@@ -7,7 +7,6 @@ illegal in the status the issue really had, and `IllegalTransition` says why.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,21 +15,10 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask_babel import lazy_gettext as _l
 
+from .enums import IssueStatus
+from .extensions import db
+from .models import Issue, JournalEvent, utcnow
 from .redact import redact, redact_value
-
-
-class IssueStatus(enum.StrEnum):
-    DRAFT = "draft"  # being prepared; editable
-    SCHEDULED = "scheduled"  # formed; starts at send_at, or waits for a user when postponed
-    MODERATION = "moderation"  # held by the pre-send check; waits for a moderator
-    ACCEPTED = "accepted"  # queued; inside the launch delay no mail leaves
-    SENDING = "sending"  # mail is leaving
-    PAUSED = "paused"  # held by a user
-    STOPPING = "stopping"  # cancel asked while messages are in flight
-    CANCELLED = "cancelled"  # final; part may have been sent
-    INTERRUPTED = "interrupted"  # stopped by an error; resumable
-    SENT = "sent"  # final; every recipient processed
-
 
 S = IssueStatus
 FINAL = frozenset({S.CANCELLED, S.SENT})
@@ -127,9 +115,6 @@ def refusal(action: str, status: str) -> str:
 def lock_for(issue_id: int, action: str) -> str:
     """Lock the issue's row and check that `action` is legal now, before work that must
     happen in the same transaction as the transition (e.g. forming the audience)."""
-    from .extensions import db
-    from .models import Issue
-
     issues = Issue.__table__
     status = db.session.execute(
         sa.select(issues.c.status).where(issues.c.id == issue_id).with_for_update()
@@ -141,6 +126,27 @@ def lock_for(issue_id: int, action: str) -> str:
         db.session.rollback()
         raise IllegalTransition(action, status, refusal(action, status))
     return status
+
+
+# The status reason of a Sending issue whose relay is being waited for.
+RELAY_WAIT = "waiting for the relay: "
+
+
+def note_relay_wait(issue_id: int, waiting: str | None) -> None:
+    """While the connections wait out a relay failure the issue stays Sending and its
+    status reason says so (the row, the issue page, the API); the reason goes once a
+    letter is answered again. Not a transition: no journal row, and only a Sending
+    issue's reason changes. Commits (the runner calls it between its own transactions)."""
+    issues = Issue.__table__
+    c = issues.c
+    sending = sa.and_(c.id == issue_id, c.status == IssueStatus.SENDING)
+    if waiting is not None:
+        stmt = sa.update(issues).where(sending).values(status_reason=redact(RELAY_WAIT + waiting)[:1000])
+    else:
+        stmt = sa.update(issues).where(sending, c.status_reason.like(RELAY_WAIT + "%")).values(status_reason=None)
+    db.session.execute(stmt)
+    db.session.info.setdefault(CHANGED, set()).add(issue_id)  # drop the cached row
+    db.session.commit()
 
 
 # Issues whose status this session changed; once it commits their cached rows go.
@@ -176,9 +182,6 @@ def transition(
     Returns (from_status, to_status). Raises IllegalTransition when the issue is
     not in a status the action accepts, leaving everything as it was.
     """
-    from .extensions import db
-    from .models import Issue, JournalEvent, utcnow
-
     act = ACTIONS[action]
     now = utcnow()
     # Every status reason and journal row passes here: a relay error quoting a mistyped
@@ -231,9 +234,6 @@ def transition(
 def record(issue_id: int | None, event: str, *, actor: Any = None, reason: str | None = None,
            details: dict[str, Any] | None = None) -> None:
     """A journal event that is not a status change (test letter, settings, ...); caller commits."""
-    from .extensions import db
-    from .models import JournalEvent
-
     reason, details = redact(reason), redact_value(details)
 
     db.session.add(

@@ -28,45 +28,6 @@ def ensure_system_lists() -> None:
             db.session.add(StopList(code=code, name=name))
 
 
-# Does a stop-list entry `e` apply to an issue of sender :sender_id? Every list applies,
-# except that per-sender unsubscribes apply to their own sender only. The one rule, in
-# SQL for the launch-time statements; `applies_to_sender` below is the same for queries.
-APPLIES_TO_SENDER = "e.kind = 'email' AND (e.sender_id IS NULL OR e.sender_id = :sender_id)"
-
-
-def applies_to_sender(sender_id: int | None) -> Any:
-    """APPLIES_TO_SENDER as a SQLAlchemy expression on StopEntry."""
-    return sa.and_(StopEntry.kind == "email",
-                   sa.or_(StopEntry.sender_id.is_(None), StopEntry.sender_id == sender_id))
-
-
-def applicable_entries_sql(email_expr: str) -> str:
-    """A correlated subquery giving the name of the first stop-list that applies to
-    an address key (for an issue whose sender is bound as :sender_id)."""
-    return f"""
-        SELECT sl.name FROM stop_entries e JOIN stop_lists sl ON sl.id = e.list_id
-        WHERE e.value = {email_expr} AND {APPLIES_TO_SENDER}
-        ORDER BY sl.id LIMIT 1
-    """
-
-
-def suppressed_among(keys: list[str], sender_id: int | None) -> dict[str, str]:
-    """Which of these address keys are stopped now, and by which list: one query per chunk."""
-    if not keys:
-        return {}
-    rows = db.session.execute(
-        sa.select(StopEntry.value, StopList.name)
-        .join(StopList, StopList.id == StopEntry.list_id)
-        .where(StopEntry.value.in_(set(keys)), applies_to_sender(sender_id))
-        .order_by(StopList.id)
-    ).all()
-    db.session.commit()
-    found: dict[str, str] = {}
-    for value, name in rows:
-        found.setdefault(value, name)
-    return found
-
-
 def add_entry(list_code: str, email: str, *, source: str, sender_id: int | None = None,
               actor_id: int | None = None) -> bool:
     """Put one address in a system list; True when it was not there yet. Idempotent."""

@@ -4,15 +4,15 @@ Every request body is capped at MAX_CONTENT_LENGTH (2 MB); the import routes tak
 MAX_IMPORT_BYTES (100 MB). The check runs before any other request hook (CSRF, login) and
 looks at the Content-Length header only, so an oversized body is refused without being
 read; a body sent without a length is cut off by Werkzeug as soon as it passes the cap.
+The refusal (413) is answered by mailing/errors.py with `too_large_message()`.
 Uploads are kept in instance/imports/, 0600, until their import job ends."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, request
 from flask_babel import gettext as _
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -34,7 +34,6 @@ IMPORT_ENDPOINTS = frozenset({"contacts.list_import", "stoplists.add"})
 def init_app(app: Flask) -> None:
     # First of all request hooks: CSRF's hook reads the form, and so would anything after it.
     app.before_request_funcs.setdefault(None, []).insert(0, _limit)
-    app.register_error_handler(RequestEntityTooLarge, _too_large)
 
 
 def _limit() -> None:
@@ -49,23 +48,16 @@ def _mb(n: int) -> str:
     return f"{n / (1024 * 1024):.3g}"
 
 
-def _too_large(_exc: RequestEntityTooLarge) -> Any:
+def too_large_message() -> str:
+    """Why the current request was refused with 413, and the limit that applied."""
     length, limit = request.content_length, request.max_content_length
     if limit is not None and length is not None and length <= limit:
         # The whole body was allowed, one text field of it was not (MAX_FORM_MEMORY_SIZE).
-        message = _("A text field is too long: at most %(kb)s KB.",
-                    kb=(request.max_form_memory_size or 0) // 1024)
-    elif request.endpoint in IMPORT_ENDPOINTS:
-        message = _("The file is too large: imports take at most %(mb)s MB. Split it into smaller files.",
-                    mb=_mb(limit or 0))
-    else:
-        message = _("The request is too large: at most %(mb)s MB.", mb=_mb(limit or 0))
-    # As views.error answers (not imported: the views import this module).
-    if request.path.startswith("/api/"):
-        return jsonify(error="too_large", message=message), 413
-    if request.headers.get("HX-Request"):
-        return render_template("_flash_error.html", message=message), 413
-    return render_template("error.html", status=413, message=message), 413
+        return _("A text field is too long: at most %(kb)s KB.", kb=(request.max_form_memory_size or 0) // 1024)
+    if request.endpoint in IMPORT_ENDPOINTS:
+        return _("The file is too large: imports take at most %(mb)s MB. Split it into smaller files.",
+                 mb=_mb(limit or 0))
+    return _("The request is too large: at most %(mb)s MB.", mb=_mb(limit or 0))
 
 
 def upload_size(storage: FileStorage) -> int:

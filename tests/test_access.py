@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from .conftest import csrf_from
+from .support import csrf_from
 
 PUBLIC = {"auth.login", "static", "unsubscribe.page", "unsubscribe.one_click"}
 

@@ -20,8 +20,8 @@ from mailing import accounts
 from mailing.extensions import db
 from mailing.models import ApiToken, Issue, JournalEvent, User, utcnow
 
-from .browser import browser, log_in, screenshot, web  # noqa: F401  (fixtures)
-from .conftest import ROOT, csrf_from, wait_for
+from .support import ROOT, csrf_from, wait_for
+from .support.browser import log_in, screenshot
 
 STRONG = "violet tractor harbour 1987 ginger"
 STRONGER = "quiet lantern orbit pebble mango"
@@ -425,7 +425,7 @@ def test_tokens_without_expiry_or_scope_still_write(client, login, make_issue):
 # --- the pages in a real browser under the CSP -------------------------------------
 
 @pytest.mark.browser
-def test_pages_work_in_chromium_under_the_csp(ctx, make_user, make_issue, browser, web):  # noqa: F811
+def test_pages_work_in_chromium_under_the_csp(ctx, make_user, make_issue, browser, web):
     issue_id = make_issue(10, subject="Live row")
     db.session.execute(sa.update(Issue).where(Issue.id == issue_id).values(status="sending", total=10, sent_count=4))
     db.session.commit()

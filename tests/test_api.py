@@ -5,7 +5,7 @@ import hashlib
 from mailing.extensions import db
 from mailing.models import ApiToken
 
-from .conftest import csrf_from, issue_row
+from .support import csrf_from, issue_row
 
 
 def test_tokens_are_required_and_checked(client, ctx, api_client, make_issue):

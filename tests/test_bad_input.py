@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
-from .conftest import csrf_from, issue_row, journal_of, wait_status
+from .support import csrf_from, issue_row, journal_of, wait_status
 
 HUGE = str(10**20)  # past a 64-bit integer: an OFFSET or an id this large overflows
 

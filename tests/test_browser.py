@@ -2,13 +2,13 @@
 
 import pytest
 
-from .browser import browser, log_in, screenshot, web  # noqa: F401  (fixtures)
-from .conftest import deliveries_of
+from .support import deliveries_of
+from .support.browser import log_in, screenshot
 
 pytestmark = pytest.mark.browser
 
 
-def test_launch_and_watch_progress_reach_sent(ctx, make_user, make_issue, smtp, workers, browser, web):  # noqa: F811
+def test_launch_and_watch_progress_reach_sent(ctx, make_user, make_issue, smtp, workers, browser, web):
     issue_id = make_issue(300, subject="Browser news")
     user, pw = make_user("editor")
     smtp.handler.delay = 0.08  # slow enough to watch the bar move (≈6 s in all)
@@ -35,7 +35,7 @@ def test_launch_and_watch_progress_reach_sent(ctx, make_user, make_issue, smtp, 
     assert {d.state for d in deliveries_of(issue_id)} == {"sent"}
 
 
-def test_dropdown_pause_then_resume_to_sent(ctx, make_user, make_issue, smtp, workers, browser, web):  # noqa: F811
+def test_dropdown_pause_then_resume_to_sent(ctx, make_user, make_issue, smtp, workers, browser, web):
     issue_id = make_issue(400, subject="Pausable news")
     user, pw = make_user("editor")
     smtp.handler.delay = 0.03
@@ -65,7 +65,7 @@ def test_dropdown_pause_then_resume_to_sent(ctx, make_user, make_issue, smtp, wo
     assert len(smtp.handler.counts()) == 400 and set(smtp.handler.counts().values()) == {1}
 
 
-def test_cancel_asks_for_confirmation(ctx, make_user, make_issue, smtp, workers, browser, web):  # noqa: F811
+def test_cancel_asks_for_confirmation(ctx, make_user, make_issue, smtp, workers, browser, web):
     issue_id = make_issue(300)
     user, pw = make_user("editor")
     smtp.handler.delay = 0.03
@@ -95,7 +95,7 @@ def test_cancel_asks_for_confirmation(ctx, make_user, make_issue, smtp, workers,
     assert len(dialogs) == 2 and "cannot be resumed" in dialogs[0]
 
 
-def test_held_issue_is_approved_by_a_moderator_and_sent(ctx, make_user, make_issue, smtp, workers, browser, web):  # noqa: F811
+def test_held_issue_is_approved_by_a_moderator_and_sent(ctx, make_user, make_issue, smtp, workers, browser, web):
     issue_id = make_issue(20, subject="Casino night")  # a spam word: the pre-send check holds it
     editor, epw = make_user("editor")
     moderator, mpw = make_user("moderator")
@@ -122,7 +122,7 @@ def test_held_issue_is_approved_by_a_moderator_and_sent(ctx, make_user, make_iss
     assert len(smtp.handler.counts()) == 20
 
 
-def test_paste_into_a_stop_list_shows_the_report(ctx, make_user, browser, web):  # noqa: F811
+def test_paste_into_a_stop_list_shows_the_report(ctx, make_user, browser, web):
     import sqlalchemy as sa
 
     from mailing.extensions import db

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from mailing.extensions import db
 from mailing.models import Contact, ContactImport, ContactList, StopEntry, StopList, list_members
 
-from .conftest import csrf_from, wait_for
+from .support import csrf_from, wait_for
 
 
 def test_csv_import_updates_instead_of_duplicating_and_reports_lines(ctx, client, login, workers):

@@ -9,7 +9,7 @@ from collections import Counter
 from mailing import lifecycle, settings
 from mailing.extensions import db
 
-from .conftest import deliveries_of, issue_row, wait_for, wait_status
+from .support import deliveries_of, issue_row, wait_for, wait_status
 
 
 def message_ids(smtp) -> dict[str, list[str]]:

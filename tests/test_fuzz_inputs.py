@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from .conftest import ROOT, SECRET, SmtpServer, _counter, csrf_from
+from .support import ROOT, SECRET, SmtpServer, counter, csrf_from
 
 ROLES = ("admin", "editor", "moderator", "support", "anonymous")
 # Examples per (route, role): the roles a route serves share ~16 (at least 3 each); a
@@ -316,7 +316,7 @@ def _top_up() -> None:
     from mailing.extensions import db
     from mailing.models import Contact, ContactList, Issue, Sender, StopList, list_members
 
-    k = next(_counter)
+    k = next(counter)
     sender = db.session.scalar(sa.select(Sender).limit(1)) or Sender(name="Fuzz News", email=f"news{k}@fuzz.test")
     lst = ContactList(name=f"Fuzz readers {k}")
     db.session.add_all([sender, lst])
@@ -397,23 +397,14 @@ def _seed(app) -> dict:
 
 @contextlib.contextmanager
 def _database(db_template):
-    kind, where, admin = db_template
-    if kind == "postgresql":
-        name = f"fuzz{os.getpid()}_{next(_counter)}"
-        with admin.connect() as c:
-            c.execute(sa.text(f"CREATE DATABASE {name} TEMPLATE outbox_template"))
-        try:
-            yield f"{where}/{name}"
-        finally:
-            with admin.connect() as c:
-                c.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    else:
-        d = Path(tempfile.mkdtemp(prefix="outbox-fuzz-db-"))
-        shutil.copy(where, d / "outbox.sqlite3")
-        try:
-            yield f"sqlite:///{d / 'outbox.sqlite3'}"
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+    """A database of its own for the module (the shared template's copy)."""
+    d = Path(tempfile.mkdtemp(prefix="outbox-fuzz-db-"))
+    url = db_template.fresh(d)
+    try:
+        yield url
+    finally:
+        db_template.drop(url)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -421,7 +412,7 @@ def world(db_template, redis_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     smtp = SmtpServer()
     smtp.start()
-    n = next(_counter) % 4095 + 1
+    n = next(counter) % 4095 + 1
     with _database(db_template) as database_url, pytest.MonkeyPatch.context() as mp:
         values = {
             "DATABASE_URL": database_url, "REDIS_URL": f"{redis_url}?db={n}", "SMTP_URL": smtp.url,

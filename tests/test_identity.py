@@ -10,11 +10,12 @@ from aiosmtpd.controller import Controller
 
 from mailing import contacts, lifecycle, stoplists
 from mailing.addresses import email_key, wire_address
-from mailing.engine import NO_SMTPUTF8
 from mailing.extensions import db
 from mailing.models import Contact, ContactImport, ContactList, Issue, StopList, list_members
+from mailing.sending.loop import NO_SMTPUTF8
+from mailing.store.stoplists import suppressed_among
 
-from .conftest import csrf_from, deliveries_of, wait_status
+from .support import csrf_from, deliveries_of, wait_status
 
 VARIANTS = ["User0002@Example.COM", "user0002@example.com", "USER0002@EXAMPLE.com"]
 IDN = ["ivan@пример.рф", "IVAN@ПРИМЕР.РФ", "ivan@xn--e1afmkfd.xn--p1ai"]
@@ -107,7 +108,7 @@ def test_lookup_and_unsubscribe_cover_every_variant(ctx, client, login, make_iss
     r = client.post(f"/u/{make_token(b'test-secret-key-not-for-production', delivery.id)}",
                     data={"confirm": "yes"})
     assert r.status_code == 200
-    assert stoplists.suppressed_among([email_key("USER0020@autumn.example.com")], None) == \
+    assert suppressed_among([email_key("USER0020@autumn.example.com")], None) == \
         {"user0020@autumn.example.com": "Unsubscribed from all"}
     assert "Unsubscribed from all" in client.get("/lookup?q=User0020@Autumn.Example.Com").data.decode()
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .conftest import BACKEND, ROOT, SECRET, _counter
+from .support import BACKEND, ROOT, SECRET, counter
 
 BEFORE = "826ef1d11025"
 
@@ -24,7 +24,7 @@ def _upgrade(url: str, instance, target: str = "head") -> None:
 def _empty_database(request, tmp_path) -> str:
     if BACKEND == "postgresql":
         _kind, base, admin = request.getfixturevalue("db_template")
-        name = f"mig{os.getpid()}_{next(_counter)}"
+        name = f"mig{os.getpid()}_{next(counter)}"
         with admin.connect() as c:
             c.execute(sa.text(f"CREATE DATABASE {name}"))
         request.addfinalizer(lambda: admin.connect().execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")))

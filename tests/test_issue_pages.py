@@ -6,7 +6,7 @@ from mailing import lifecycle
 from mailing.extensions import db
 from mailing.models import Issue
 
-from .conftest import deliveries_of, issue_row, wait_status
+from .support import deliveries_of, issue_row, wait_status
 
 
 def test_retry_bounce_and_the_server_response_tab(ctx, client, login, make_issue, smtp, workers, make_user):

@@ -5,7 +5,7 @@ import email.policy
 
 import pytest
 
-from mailing.letter import Letter, LetterError, Recipient, clean_header_value, html_to_text
+from mailing.sending.letter import Letter, LetterError, Recipient, clean_header_value, html_to_text
 
 
 def make(subject="News", body='<p>Hi {{ name }}</p><p>{{email}}</p><a href="{{ unsubscribe_url }}">u</a>',

@@ -11,7 +11,7 @@ from mailing import clock, lifecycle, settings
 from mailing.extensions import db
 from mailing.models import utcnow
 
-from .conftest import deliveries_of, issue_row, journal_of, wait_for, wait_status
+from .support import deliveries_of, issue_row, journal_of, wait_for, wait_status
 
 
 def sent_count(smtp) -> int:

@@ -10,7 +10,7 @@ from mailing.extensions import db
 from mailing.models import Issue, StopList
 from mailing.states import IllegalTransition
 
-from .conftest import csrf_from, issue_row, journal_of, wait_status
+from .support import csrf_from, issue_row, journal_of, wait_status
 
 
 def launch(issue_id, user):
@@ -178,7 +178,7 @@ def test_recipient_lookup_explains_every_state(ctx, client, login, make_issue, m
     smtp.handler.scripted["who@example.org"] = ["451 4.2.0 Try later"]
     deferred = again("Deferred one")
     launch(deferred, editor)
-    from .conftest import deliveries_of, wait_for
+    from .support import deliveries_of, wait_for
 
     wait_for(lambda: {d.email: d.state for d in deliveries_of(deferred)}.get("who@example.org") == "deferred",
              60, what="a deferral")

@@ -3,7 +3,7 @@
 from mailing.extensions import db
 from mailing.models import User
 
-from .conftest import csrf_from
+from .support import csrf_from
 
 
 def test_russian_interface_follows_the_profile(client, login):

@@ -10,10 +10,16 @@ import sqlalchemy as sa
 
 from mailing import lifecycle
 from mailing.extensions import db
-from mailing.letter import Letter, LetterError, Recipient, check_letter, parse_custom_headers
 from mailing.models import Contact, ContactField, Issue
+from mailing.sending.letter import (
+    Letter,
+    LetterError,
+    Recipient,
+    check_letter,
+    parse_custom_headers,
+)
 
-from .conftest import csrf_from, deliveries_of, journal_of, wait_status
+from .support import csrf_from, deliveries_of, journal_of, wait_status
 
 KNOWN = ["name", "email", "phone", "unsubscribe_url", "city", "plan"]
 PEOPLE = [  # name, email, fields

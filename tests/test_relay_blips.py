@@ -12,9 +12,9 @@ import pytest
 
 from jobs.maintenance import tick
 from mailing import lifecycle
-from mailing.transport import RelayConfig, RelayUnavailable, SmtpConnection
+from mailing.sending.transport import RelayConfig, RelayUnavailable, SmtpConnection
 
-from .conftest import deliveries_of, issue_row, journal_of, wait_for, wait_status
+from .support import deliveries_of, issue_row, journal_of, wait_for, wait_status
 
 
 def received(smtp) -> int:

@@ -5,7 +5,7 @@ import email.policy
 
 from mailing import lifecycle
 
-from .conftest import csrf_from, deliveries_of, issue_row, journal_of, wait_status
+from .support import csrf_from, deliveries_of, issue_row, journal_of, wait_status
 
 
 def test_issue_of_1000_goes_out_once_each_personalised(ctx, client, login, make_issue, smtp, workers):

@@ -11,31 +11,30 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 from rq import Worker
 
 from mailing import lifecycle
-from mailing.launcher import signal_tree
+from mailing.devtools.launcher import alive, signal_tree, stop_tree
 
-from .conftest import ROOT, deliveries_of, free_port, issue_row, journal_of, wait_for, wait_status
+from .support import ROOT, deliveries_of, free_port, issue_row, journal_of, wait_for, wait_status
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
+def _children(pid: int) -> list[psutil.Process]:
+    """The processes `pid` started itself, still running."""
     try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return found
+        return [c for c in psutil.Process(pid).children() if alive(c)]
+    except psutil.NoSuchProcess:
+        return []
 
 
-def _cmdline(pid: int) -> str:
+def _is_worker(proc: psutil.Process) -> bool:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
+        return proc.cmdline()[-1:] == ["worker"]
+    except psutil.NoSuchProcess:
+        return False
 
 
 class RunningStack:
@@ -60,7 +59,7 @@ class RunningStack:
             return False
 
     def worker_pids(self) -> list[int]:
-        return sorted(p for p in _children(self.proc.pid) if _cmdline(p).endswith(" worker "))
+        return sorted(p.pid for p in _children(self.proc.pid) if _is_worker(p))
 
     def wait_ready(self) -> None:
         wait_for(lambda: self.proc.poll() is None and self.web_answers()
@@ -162,8 +161,6 @@ def test_ctrl_c_lets_letters_in_flight_finish_and_loses_nobody(ctx, env, stack, 
 
 
 def test_a_killed_maintenance_process_is_restarted_by_its_worker(env, tmp_path):
-    from mailing.launcher import stop_tree
-
     log = tmp_path / "worker.err"
     with open(log, "wb") as err:
         worker = subprocess.Popen([sys.executable, "-m", "flask", "worker"], cwd=ROOT,
@@ -172,14 +169,14 @@ def test_a_killed_maintenance_process_is_restarted_by_its_worker(env, tmp_path):
     conn = redis.Redis.from_url(env["REDIS_URL"])
     try:
         wait_for(lambda: worker.pid in {w.pid for w in Worker.all(connection=conn)}, 30, 0.1, "the worker")
-        maintenance = min(_children(worker.pid))  # forked first, before RQ's scheduler
+        maintenance = min(p.pid for p in _children(worker.pid))  # forked first, before RQ's scheduler
         os.kill(maintenance, signal.SIGKILL)
         line = wait_for(lambda: next((x for x in log.read_text().splitlines()
                                       if x.startswith("outbox-maintenance restarted (pid ")), None),
                         15, 0.1, "the restart line")
         assert f"outbox-maintenance (pid {maintenance}) exited with -9 (SIGKILL)" in log.read_text()
         new = int(line.split("pid ")[1].rstrip(")"))
-        assert new in _children(worker.pid) and worker.poll() is None
+        assert new in {p.pid for p in _children(worker.pid)} and worker.poll() is None
         # It does its work: the maintenance lock is taken again.
         conn.delete("outbox:maintenance:lock")
         wait_for(lambda: conn.exists("outbox:maintenance:lock"), 15, 0.1, "a maintenance pass")

@@ -9,7 +9,7 @@ from mailing import lifecycle, stoplists
 from mailing.extensions import db
 from mailing.models import Contact, StopEntry, StopEvent, StopList
 
-from .conftest import csrf_from, deliveries_of, wait_for, wait_status
+from .support import csrf_from, deliveries_of, wait_for, wait_status
 
 
 def system(code):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mailing.transport import (
+from mailing.sending.transport import (
     RelayConfig,
     RelayUnavailable,
     Reply,
@@ -17,7 +17,7 @@ from mailing.transport import (
     dot_stuff,
 )
 
-from .conftest import free_port
+from .support import free_port
 
 LETTER = b"From: a@outbox.test\r\nSubject: hi\r\n\r\nline one\r\n.starts with a dot\r\n..two dots\r\n"
 

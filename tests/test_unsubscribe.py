@@ -11,7 +11,7 @@ from mailing.complaints import scan_maildir
 from mailing.extensions import db
 from mailing.models import StopEntry, StopList
 
-from .conftest import deliveries_of, wait_status
+from .support import deliveries_of, wait_status
 
 
 def entries(code):

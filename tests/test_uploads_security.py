@@ -37,8 +37,7 @@ from mailing.models import (
     StopListImport,
 )
 
-from .browser import web  # noqa: F401  (fixture: the app served by gunicorn)
-from .conftest import BACKEND, ROOT, csrf_from, wait_for
+from .support import BACKEND, ROOT, csrf_from, wait_for
 
 MB = 1024 * 1024
 
@@ -143,7 +142,7 @@ def read_http_response(sock: socket.socket) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
-def test_served_login_answers_413_to_50_mb_without_waiting_for_the_body(web):  # noqa: F811
+def test_served_login_answers_413_to_50_mb_without_waiting_for_the_body(web):
     """gunicorn as `make run` serves the app: a client that announces 50 MB and sends 40
     bytes gets its 413 at once; a server that read the body would wait for the rest."""
     host, port = urllib.parse.urlsplit(web).netloc.split(":")
@@ -389,7 +388,7 @@ class Http:
         return self.request(path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
-def test_small_post_is_not_held_up_while_a_large_stoplist_csv_is_imported(web, make_user, workers):  # noqa: F811
+def test_small_post_is_not_held_up_while_a_large_stoplist_csv_is_imported(web, make_user, workers):
     """The served app and a real worker: while a 100,000-line CSV is being added, creating a
     list (a write) still answers at once, again and again."""
 

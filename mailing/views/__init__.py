@@ -1,77 +1,40 @@
-"""Blueprints, access rules shared by every route, and error pages."""
+"""The web layer's wiring: the blueprints, the app-wide request hooks and error answers,
+and the values every template sees. The helpers the views share live in leaf modules
+(access.py, params.py, mailing/errors.py): no view imports from this file."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from flask_wtf.csrf import CSRFError
+from htmx_flask import request
 
-from ..extensions import db, login_manager
-from ..models import Role, User
-from ..states import LABELS, IllegalTransition, IssueNotFound, IssueStatus, available_actions
-
-# Endpoints reachable without logging in.
-PUBLIC_ENDPOINTS = {"auth.login", "static", "unsubscribe.page", "unsubscribe.one_click"}
-
-
-@login_manager.user_loader
-def _load_user(user_id: str) -> User | None:
-    """The session holds "id.version" (User.get_id): a cookie made before the version moved
-    (logout, password change, disabling, sign out everywhere) no longer loads anyone."""
-    uid, _, version = str(user_id).partition(".")
-    if not (uid.isascii() and uid.isdigit() and version.isascii() and version.isdigit()) or len(uid) > 18:
-        return None
-    user = db.session.get(User, int(uid), populate_existing=True)
-    if user is None or user.disabled_at is not None or str(user.session_version) != version:
-        return None
-    return user
-
-
-def roles(*allowed: str) -> Callable:
-    """Refuse (403) a logged-in user whose role is not among `allowed`."""
-
-    def deco(view: Callable) -> Callable:
-        @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not current_user.is_authenticated:
-                return login_manager.unauthorized()
-            if current_user.role not in allowed:
-                return forbidden()
-            return view(*args, **kwargs)
-
-        wrapper.allowed_roles = allowed  # type: ignore[attr-defined]
-        return wrapper
-
-    return deco
-
+from .. import errors
+from ..enums import Role
+from ..extensions import db
+from ..models import Issue
+from ..queries import progress
+from ..states import LABELS, IssueStatus, available_actions
+from . import (
+    access,
+    api,
+    auth,
+    contacts,
+    moderation,
+    outgoing,
+    params,
+    sandbox,
+    stoplists,
+    unsubscribe,
+)
+from .access import EDITORS
 
 ACTION_LABELS = {"pause": _l("Pause"), "resume": _l("Resume"), "send_whole": _l("Send whole"),
                  "cancel": _l("Cancel")}
-
-EDITORS = (Role.ADMIN, Role.EDITOR)
-READERS = (Role.ADMIN, Role.EDITOR, Role.MODERATOR, Role.SUPPORT)
-
-
-def wants_json() -> bool:
-    return request.path.startswith("/api/")
-
-
-def error(status: int, code: str, message: str) -> Any:
-    if wants_json():
-        return jsonify(error=code, message=message), status
-    if request.headers.get("HX-Request"):
-        return render_template("_flash_error.html", message=message), status
-    return render_template("error.html", status=status, message=message), status
-
-
-def forbidden() -> Any:
-    return error(403, "forbidden", "Your role does not allow this.")
 
 
 class Lazy:
@@ -99,62 +62,32 @@ class Lazy:
         return int(self.value)
 
 
-def register(app: Flask) -> None:
-    from . import api, auth, contacts, moderation, outgoing, params, sandbox, stoplists, unsubscribe
+def _held() -> int:
+    if not current_user.is_authenticated:
+        return 0
+    return db.session.scalar(
+        sa.select(sa.func.count()).select_from(Issue).where(Issue.status == "moderation")) or 0
 
-    params.init_app(app, error)  # the strict <int:> converter must be in place before any route is added
+
+def _template_globals() -> dict[str, Any]:
+    return {"held_count": Lazy(_held), "STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
+            "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
+            "available_actions": available_actions, "issue_progress": progress}
+
+
+def _vary(resp: Response) -> Response:
+    # The security headers are set in mailing/security.py.
+    if request.htmx:
+        resp.vary.add("HX-Request")
+    return resp
+
+
+def register(app: Flask) -> None:
+    params.init_app(app)  # the strict <int:> converter must be in place before any route is added
+    errors.init_app(app)
+    access.init_app(app)
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
                contacts.bp):
         app.register_blueprint(bp)
-
-    @app.before_request
-    def _require_login() -> Any:
-        if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
-            return None
-        if wants_json():
-            return None  # the API authenticates by token itself
-        if not current_user.is_authenticated:
-            return login_manager.unauthorized()
-        return None
-
-    @app.context_processor
-    def _globals() -> dict[str, Any]:
-        from ..models import Issue
-        from ..queries import progress
-
-        def held() -> int:
-            if not current_user.is_authenticated:
-                return 0
-            return db.session.scalar(
-                sa.select(sa.func.count()).select_from(Issue).where(Issue.status == "moderation")) or 0
-
-        return {"held_count": Lazy(held), "STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
-                "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
-                "available_actions": available_actions, "issue_progress": progress}
-
-    @app.errorhandler(IllegalTransition)
-    def _illegal(exc: IllegalTransition) -> Any:
-        return error(409, "illegal_transition", exc.message)
-
-    @app.errorhandler(IssueNotFound)
-    def _missing(exc: IssueNotFound) -> Any:
-        return error(404, "not_found", "No such issue.")
-
-    @app.errorhandler(CSRFError)
-    def _csrf(exc: CSRFError) -> Any:
-        return error(400, "csrf", exc.description)
-
-    @app.errorhandler(404)
-    def _404(exc: Any) -> Any:
-        return error(404, "not_found", "Nothing here.")
-
-    @app.errorhandler(403)
-    def _403(exc: Any) -> Any:
-        return forbidden()
-
-    @app.after_request
-    def _headers(resp: Any) -> Any:
-        # The security headers are set in mailing/security.py.
-        if request.headers.get("HX-Request"):
-            resp.headers["Vary"] = "HX-Request"
-        return resp
+    app.context_processor(_template_globals)
+    app.after_request(_vary)

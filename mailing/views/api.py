@@ -1,5 +1,6 @@
 """JSON API under /api/v1/, authenticated by personal API tokens (Bearer), never by cookies,
-so it needs no CSRF token. Errors are {"error": ..., "message": ...} with 400/401/403/404/409."""
+so it needs no CSRF token. Errors are {"error": ..., "message": ...} with 400/401/403/404/409,
+answered by mailing/errors.py (domain errors raised by the use cases included)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from functools import wraps
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import lifecycle, queries
+from .. import lifecycle, queries, stoplists
+from ..complaints import ComplaintError, handle_arf
+from ..errors import error
 from ..extensions import csrf, db
-from ..models import ApiToken, Issue, utcnow
-from ..states import IllegalTransition, IssueNotFound, available_actions
-from . import EDITORS, READERS
+from ..models import ApiToken, Issue, StopList, utcnow
+from ..states import IssueNotFound, available_actions
+from .access import EDITORS, READERS
 from .params import is_id, page_arg
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -26,10 +29,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def fail(status: int, code: str, message: str) -> Any:
-    return jsonify(error=code, message=message), status
-
-
 def api(*roles: str):
     """Authenticate the Bearer token and check the user's role."""
 
@@ -38,32 +37,25 @@ def api(*roles: str):
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             header = request.headers.get("Authorization", "")
             if not header.startswith("Bearer "):
-                return fail(401, "unauthorized", "Send an API token: Authorization: Bearer <token>.")
+                return error(401, "unauthorized", "Send an API token: Authorization: Bearer <token>.")
             token = db.session.scalar(sa.select(ApiToken).where(
                 ApiToken.token_hash == token_hash(header[7:].strip()), ApiToken.revoked_at.is_(None)))
             if token is None:
-                return fail(401, "unauthorized", "The API token is unknown or revoked.")
+                return error(401, "unauthorized", "The API token is unknown or revoked.")
             if token.expired:
-                return fail(401, "token_expired", "The API token has expired; create a new one on your profile page.")
+                return error(401, "token_expired", "The API token has expired; create a new one on your profile page.")
             if token.user.disabled_at is not None:
-                return fail(401, "unauthorized", "The API token's user is disabled.")
+                return error(401, "unauthorized", "The API token's user is disabled.")
             if token.read_only and request.method not in ("GET", "HEAD", "OPTIONS"):
-                return fail(403, "read_only", "This API token is read-only: it may only read (GET).")
+                return error(403, "read_only", "This API token is read-only: it may only read (GET).")
             if token.user.role not in roles:
-                return fail(403, "forbidden", f"The role {token.user.role} may not do this.")
+                return error(403, "forbidden", f"The role {token.user.role} may not do this.")
             user = token.user
             db.session.commit()  # end the read before writing (see create_app's SQLite setup)
             db.session.execute(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=utcnow()))
             db.session.commit()
             g.api_user = user
-            try:
-                return view(*args, **kwargs)
-            except IllegalTransition as exc:
-                return fail(409, "illegal_transition", exc.message)
-            except IssueNotFound:
-                return fail(404, "not_found", "No such issue.")
-            except lifecycle.LaunchError as exc:
-                return fail(400, exc.field, exc.message)
+            return view(*args, **kwargs)
 
         wrapper.allowed_roles = roles  # type: ignore[attr-defined]
         return wrapper
@@ -102,7 +94,7 @@ def _issue(issue_id: int) -> Issue:
 def list_issues() -> Any:
     status = request.args.get("status", "")
     if status not in queries.OUTGOING_FILTERS:
-        return fail(400, "status", f"Unknown status filter {status!r}.")
+        return error(400, "status", f"Unknown status filter {status!r}.")
     page = page_arg()  # 400 {"error": "page"} unless 1..MAX_PAGE in ASCII digits
     rows, has_next = queries.outgoing_page(status, page)
     return jsonify(issues=[issue_json(i) for i in rows], page=page, has_next=has_next)
@@ -121,16 +113,16 @@ def launch(issue_id: int) -> Any:
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        return fail(400, "body", "The body must be a JSON object.")
+        return error(400, "body", "The body must be a JSON object.")
     mode = body.get("mode", "now")
     if mode not in ("now", "at", "postpone"):
-        return fail(400, "mode", "mode is one of now, at, postpone.")
+        return error(400, "mode", "mode is one of now, at, postpone.")
     at = None
     if mode == "at":
         try:
             at = datetime.fromisoformat(str(body.get("send_at", "")).replace("Z", "+00:00"))
         except ValueError:
-            return fail(400, "send_at", "send_at must be an ISO 8601 date and time (UTC).")
+            return error(400, "send_at", "send_at must be an ISO 8601 date and time (UTC).")
         if at.tzinfo is not None:
             at = at.astimezone(UTC).replace(tzinfo=None)
     _issue(issue_id)
@@ -146,7 +138,7 @@ ACTIONS = {"pause": lifecycle.pause, "resume": lifecycle.resume, "send-whole": l
 @api(*EDITORS)
 def act(issue_id: int, action: str) -> Any:
     if action not in ACTIONS:
-        return fail(404, "not_found", f"Unknown action {action!r}.")
+        return error(404, "not_found", f"Unknown action {action!r}.")
     _issue(issue_id)
     ACTIONS[action](issue_id, g.api_user)
     return jsonify(issue_json(_issue(issue_id)))
@@ -209,33 +201,15 @@ def openapi() -> Any:
     return jsonify(spec)
 
 
-
 # --- stop-lists ---------------------------------------------------------------
 
-def _stoplist(list_id: int):
-    from ..models import StopList
-
-    stop = db.session.get(StopList, list_id)
-    if stop is None:
-        raise _NotFound()
-    return stop
-
-
-class _NotFound(Exception):
-    pass
-
-
-@bp.errorhandler(_NotFound)
-def _not_found(_exc: Exception) -> Any:
-    return fail(404, "not_found", "No such stop-list.")
+def _stoplist(list_id: int) -> StopList:
+    return db.get_or_404(StopList, list_id, description="No such stop-list.")
 
 
 @bp.get("/stoplists")
 @api(*READERS)
 def list_stoplists() -> Any:
-    from .. import stoplists
-    from ..models import StopList
-
     counts = stoplists.counts()
     return jsonify(stoplists=[{"id": s.id, "name": s.name, "code": s.code, "system": s.system,
                                "entries": counts.get(s.id, 0)}
@@ -245,8 +219,6 @@ def list_stoplists() -> Any:
 @bp.get("/stoplists/<int:list_id>/entries")
 @api(*READERS)
 def list_entries(list_id: int) -> Any:
-    from .. import stoplists
-
     page = page_arg()  # 400 {"error": "page"} unless 1..MAX_PAGE in ASCII digits
     q = request.args.get("q", "")[:254]  # as the page's search box: SQLite refuses huge LIKE patterns
     rows, has_next = stoplists.entries_page(_stoplist(list_id), q, page)
@@ -258,15 +230,11 @@ def list_entries(list_id: int) -> Any:
 @bp.post("/stoplists/<int:list_id>/entries")
 @api(*EDITORS)
 def add_entries(list_id: int) -> Any:
-    from flask import current_app
-
-    from .. import stoplists
-
     stop = _stoplist(list_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("entries"), list) \
             or not all(isinstance(x, str) for x in body["entries"]):
-        return fail(400, "entries", 'Send {"entries": ["address or phone", ...]}.')
+        return error(400, "entries", 'Send {"entries": ["address or phone", ...]}.')
     # End the read before add_pasted checks the lines: on SQLite it holds the write lock.
     db.session.commit()
     report = stoplists.add_pasted(stop, "\n".join(x.replace("\n", " ") for x in body["entries"]),
@@ -279,41 +247,32 @@ def add_entries(list_id: int) -> Any:
 @bp.post("/stoplists/<int:list_id>/remove")
 @api(*EDITORS)
 def remove_entries(list_id: int) -> Any:
-    from .. import stoplists
-
     stop = _stoplist(list_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("ids"), list) \
             or not all(is_id(x) for x in body["ids"]):
-        return fail(400, "ids", 'Send {"ids": [entry id, ...]} (positive whole numbers).')
-    try:
-        n = stoplists.remove_entries(stop, body["ids"], actor=g.api_user, source="api")
-    except stoplists.QuotaExceeded as exc:
-        return fail(409, "quota", str(exc))
-    return jsonify(removed=n)
+        return error(400, "ids", 'Send {"ids": [entry id, ...]} (positive whole numbers).')
+    return jsonify(removed=stoplists.remove_entries(stop, body["ids"], actor=g.api_user, source="api"))
 
 
 @bp.post("/stoplists/<int:list_id>/clear")
 @api(*EDITORS)
 def clear_entries(list_id: int) -> Any:
-    from .. import stoplists
-
     try:
         n = stoplists.clear(_stoplist(list_id), actor=g.api_user, source="api")
     except stoplists.SystemListError as exc:
-        return fail(409, "not_clearable", str(exc))
+        # Not "system_list": a team's own list cannot be cleared either.
+        return error(409, "not_clearable", str(exc))
     return jsonify(removed=n)
 
 
 @bp.post("/stoplists")
 @api(*EDITORS)
 def create_stoplist() -> Any:
-    from ..models import StopList
-
     body = request.get_json(silent=True)
     name = body.get("name") if isinstance(body, dict) else None
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        return fail(400, "name", 'Send {"name": "..."} (1 to 200 characters).')
+        return error(400, "name", 'Send {"name": "..."} (1 to 200 characters).')
     stop = StopList(name=name.strip())
     db.session.add(stop)
     db.session.commit()
@@ -324,20 +283,15 @@ def create_stoplist() -> Any:
 @api(*EDITORS)
 def change_stoplist(list_id: int) -> Any:
     """Rename (PATCH {"name": ...}) or delete a team's own list; system lists refuse both."""
-    from .. import stoplists
-
     stop = _stoplist(list_id)
-    try:
-        if request.method == "DELETE":
-            stoplists.delete(stop)
-            return "", 204
-        body = request.get_json(silent=True)
-        name = body.get("name") if isinstance(body, dict) else None
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            return fail(400, "name", 'Send {"name": "..."} (1 to 200 characters).')
-        stoplists.rename(stop, name.strip())
-    except stoplists.SystemListError as exc:
-        return fail(409, "system_list", str(exc))
+    if request.method == "DELETE":
+        stoplists.delete(stop)
+        return "", 204
+    body = request.get_json(silent=True)
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        return error(400, "name", 'Send {"name": "..."} (1 to 200 characters).')
+    stoplists.rename(stop, name.strip())
     return jsonify(id=stop.id, name=stop.name)
 
 
@@ -346,10 +300,8 @@ def change_stoplist(list_id: int) -> Any:
 def complaint() -> Any:
     """An ARF report (RFC 5965) posted as message/rfc822 bytes: the complaining address goes
     into Unsubscribed from all."""
-    from ..complaints import ComplaintError, handle_arf
-
     try:
         email = handle_arf(request.get_data())
     except ComplaintError as exc:
-        return fail(400, "arf", str(exc))
+        return error(400, "arf", str(exc))
     return jsonify(unsubscribed=email)

@@ -36,6 +36,7 @@ from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optio
 from .. import accounts
 from ..extensions import db
 from ..models import ApiToken, User, utcnow
+from .api import token_hash
 
 bp = Blueprint("auth", __name__)
 
@@ -175,8 +176,6 @@ def change_password() -> Any:
 @login_required
 def create_token() -> Any:
     """A new API token with the user's role; shown once, stored as a SHA-256."""
-    from .api import token_hash
-
     form = TokenForm()
     new = None
     status = 400

@@ -6,19 +6,21 @@ import unicodedata
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
+from htmx_flask import request
 from wtforms import EmailField, StringField
 from wtforms.validators import DataRequired, Email, Length, Optional
 
 from .. import contacts, queueing, stoplists, uploads
 from ..addresses import EmailNotValidError, normalise_key
+from ..errors import error, forbidden
 from ..extensions import db
-from ..models import Contact, ContactImport, ContactList, StopEntry, StopList, list_members
-from . import EDITORS, READERS, error, roles
+from ..models import Contact, ContactImport, ContactList, Issue, StopEntry, StopList, list_members
+from .access import EDITORS, READERS, roles
 from .params import arg_int, form_int
 
 bp = Blueprint("contacts", __name__)
@@ -88,7 +90,7 @@ def card(contact_id: int) -> Any:
     form = ContactForm(obj=contact)
     if request.method == "POST":
         if current_user.role not in EDITORS:
-            return error(403, "forbidden", "Your role does not allow this.")
+            return forbidden()
         if form.validate_on_submit() and _save_contact(form, contact):
             db.session.commit()
             flash(_("Saved."))
@@ -132,10 +134,7 @@ def stoplist_remove(contact_id: int, entry_id: int) -> Any:
     db.get_or_404(Contact, contact_id)
     entry = db.get_or_404(StopEntry, entry_id)
     stop = db.session.get(StopList, entry.list_id)
-    try:
-        stoplists.remove_entries(stop, [entry.id], actor=current_user, source="card")
-    except stoplists.QuotaExceeded as exc:
-        return error(409, "quota", str(exc))
+    stoplists.remove_entries(stop, [entry.id], actor=current_user, source="card")
     return redirect(url_for("contacts.card", contact_id=contact_id))
 
 
@@ -213,8 +212,6 @@ def list_rename(list_id: int) -> Any:
 @bp.post("/lists/<int:list_id>/delete")
 @roles(*EDITORS)
 def list_delete(list_id: int) -> Any:
-    from ..models import Issue
-
     lst = db.get_or_404(ContactList, list_id)
     if db.session.scalar(sa.select(Issue.id).where(Issue.list_id == lst.id).limit(1)):
         return error(409, "in_use", _("Issues use this list; it cannot be deleted."))
@@ -264,7 +261,7 @@ def list_import(list_id: int) -> Any:
 @roles(*READERS)
 def import_show(import_id: int) -> Any:
     imp = db.get_or_404(ContactImport, import_id)
-    template = "contacts/_import.html" if request.headers.get("HX-Request") else "contacts/import.html"
+    template = "contacts/_import.html" if request.htmx else "contacts/import.html"
     return render_template(template, imp=imp)
 
 

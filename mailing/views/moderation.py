@@ -21,10 +21,12 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange
 
-from .. import lifecycle, queries, settings
+from .. import accounts, lifecycle, queries, settings
 from ..extensions import db
 from ..models import Delivery, Issue, JournalEvent, Role, Sender, User
-from . import READERS, error, roles
+from ..sending.letter import clean_header_value
+from ..states import record
+from .access import READERS, roles
 
 bp = Blueprint("moderation", __name__)
 MODERATORS = (Role.ADMIN, Role.MODERATOR)
@@ -61,10 +63,7 @@ def approve(issue_id: int) -> Any:
 @roles(*MODERATORS)
 def reject(issue_id: int) -> Any:
     db.get_or_404(Issue, issue_id)
-    try:
-        lifecycle.reject(issue_id, current_user, request.form.get("comment", "")[:2000])
-    except lifecycle.LaunchError as exc:
-        return error(400, exc.field, exc.message)
+    lifecycle.reject(issue_id, current_user, request.form.get("comment", "")[:2000])
     flash(_("Rejected: the issue is back in drafts with your comment."))
     return redirect(url_for("moderation.queue"))
 
@@ -126,8 +125,6 @@ def admin_settings() -> Any:
             if value != settings.get(name):
                 changed[name] = value
                 settings.put(name, value)
-        from ..states import record
-
         record(None, "settings", actor=current_user, details={"changed": json.loads(json.dumps(changed, default=str))})
         db.session.commit()
         flash(_("Settings saved."))
@@ -144,8 +141,6 @@ class UserForm(FlaskForm):
 @bp.route("/admin/users", methods=["GET", "POST"])
 @roles(Role.ADMIN)
 def admin_users() -> Any:
-    from .. import accounts
-
     form = UserForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
@@ -168,16 +163,11 @@ def admin_users() -> Any:
 
 def _user_change(user_id: int, change: Any) -> Any:
     """Apply one admin change to a user (role, disable, enable, sign out everywhere) with
-    its journal row in one transaction; refusals answer with the reason."""
-    from ..accounts import AccountError
-
+    its journal row in one transaction; a refusal (AccountError) is answered with its reason
+    by mailing/errors.py, which rolls the change back."""
     user = db.get_or_404(User, user_id)
     reason = request.form.get("reason", "")[:2000]
-    try:
-        changed = change(user, reason)
-    except AccountError as exc:
-        db.session.rollback()
-        return error(exc.status, exc.code, exc.message)
+    changed = change(user, reason)
     db.session.commit()
     if user.id == current_user.id:
         login_user(user)  # "sign out everywhere" on oneself keeps this session, with the new version
@@ -189,8 +179,6 @@ def _user_change(user_id: int, change: Any) -> Any:
 @bp.post("/admin/users/<int:user_id>/role")
 @roles(Role.ADMIN)
 def admin_user_role(user_id: int) -> Any:
-    from .. import accounts
-
     return _user_change(user_id, lambda user, reason: accounts.change_role(
         user, request.form.get("role", ""), current_user, reason))
 
@@ -198,24 +186,18 @@ def admin_user_role(user_id: int) -> Any:
 @bp.post("/admin/users/<int:user_id>/disable")
 @roles(Role.ADMIN)
 def admin_user_disable(user_id: int) -> Any:
-    from .. import accounts
-
     return _user_change(user_id, lambda user, reason: accounts.disable(user, current_user, reason))
 
 
 @bp.post("/admin/users/<int:user_id>/enable")
 @roles(Role.ADMIN)
 def admin_user_enable(user_id: int) -> Any:
-    from .. import accounts
-
     return _user_change(user_id, lambda user, reason: accounts.enable(user, current_user, reason))
 
 
 @bp.post("/admin/users/<int:user_id>/sign-out")
 @roles(Role.ADMIN)
 def admin_user_sign_out(user_id: int) -> Any:
-    from .. import accounts
-
     return _user_change(user_id, lambda user, reason: accounts.sign_out_everywhere(user, current_user, reason))
 
 
@@ -227,8 +209,6 @@ class SenderForm(FlaskForm):
 @bp.route("/admin/senders", methods=["GET", "POST"])
 @roles(Role.ADMIN)
 def admin_senders() -> Any:
-    from ..letter import clean_header_value
-
     form = SenderForm()
     if form.validate_on_submit():
         email = form.email.data.strip()

@@ -7,12 +7,13 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from htmx_flask import request
 from wtforms import (
     DateTimeLocalField,
     DecimalField,
@@ -27,15 +28,24 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
-from .. import contacts, lifecycle, queries, queueing, states
+from .. import contacts, lifecycle, queries, queueing, settings, states
 from ..addresses import needs_smtputf8, wire_address
+from ..errors import BadParameter, error
 from ..extensions import db
-from ..letter import TEMPLATE_FIELDS, LetterError, Recipient, check_letter, clean_header_value
 from ..models import ContactList, Issue, Sender
 from ..redact import redact
-from ..transport import NoSmtpUtf8, RelayUnavailable, SmtpConnection
-from . import EDITORS, READERS, error, roles
-from .params import BadParameter, arg_int, page_arg
+from ..sending.letter import (
+    TEMPLATE_FIELDS,
+    LetterError,
+    Recipient,
+    check_letter,
+    clean_header_value,
+)
+from ..sending.runner import build_letter, relay_config
+from ..sending.transport import NoSmtpUtf8, RelayUnavailable, SmtpConnection
+from ..unsubscribe import test_unsubscribe_url
+from .access import EDITORS, READERS, roles
+from .params import arg_int, page_arg
 
 bp = Blueprint("outgoing", __name__)
 
@@ -166,8 +176,6 @@ def row(issue_id: int) -> Any:
 @bp.route("/issues/new", methods=["GET", "POST"])
 @roles(*EDITORS)
 def new() -> Any:
-    from .. import settings
-
     size, minutes = settings.get("default_portion_size"), settings.get("default_portion_minutes")
     spread = {"spread": "portions", "portion_size": size, "portion_minutes": minutes} if size and minutes else {}
     form = IssueForm(body_html=DEFAULT_BODY, **spread)
@@ -245,8 +253,6 @@ def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: in
 @roles(*READERS)
 def preview(issue_id: int) -> Any:
     """The letter as a sample recipient sees it, shown in a sandboxed iframe."""
-    from ..engine import build_letter
-
     issue = db.get_or_404(Issue, issue_id)
     try:
         letter = build_letter(issue)
@@ -263,9 +269,6 @@ def preview(issue_id: int) -> Any:
 @roles(*EDITORS)
 def test_letter(issue_id: int) -> Any:
     """One letter to one address, now, through the configured relay."""
-    from ..engine import build_letter, relay_config
-    from ..unsubscribe import test_unsubscribe_url
-
     issue = db.get_or_404(Issue, issue_id)
     form = TestForm()
     if not form.validate_on_submit():
@@ -310,10 +313,10 @@ def launch(issue_id: int) -> Any:
     try:
         lifecycle.launch(issue.id, current_user, at=at, postpone=form.mode.data == "postpone")
     except lifecycle.LaunchError as exc:
-        if exc.field in ("mode", "send_at"):
-            getattr(form, exc.field).errors.append(exc.message)
-            return _issue_page(issue.id, form, 400)
-        return error(400, exc.field, exc.message)
+        if exc.field not in ("mode", "send_at"):
+            raise  # not about this form's fields: answered as every refused launch (mailing/errors.py)
+        getattr(form, exc.field).errors.append(exc.message)
+        return _issue_page(issue.id, form, 400)
     return redirect(url_for("outgoing.index"))
 
 
@@ -327,13 +330,10 @@ def act(issue_id: int, action: str) -> Any:
     if action not in handlers:
         abort(404)
     issue = db.get_or_404(Issue, issue_id)
-    try:
-        handlers[action](issue.id, current_user)
-    except lifecycle.LaunchError as exc:
-        return error(400, exc.field, exc.message)
+    handlers[action](issue.id, current_user)  # a refusal is answered by mailing/errors.py
     db.session.expire_all()
     issue = db.session.get(Issue, issue_id)
-    if request.headers.get("HX-Request"):
+    if request.htmx:
         return render_template("outgoing/_issue_row.html", issue=issue, progress=queries.progress(issue))
     return redirect(request.referrer or url_for("outgoing.index"))
 

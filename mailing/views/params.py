@@ -2,21 +2,21 @@
 
 One rule for the whole app: an id or a page number is ASCII digits only (no sign, no
 spaces, no superscripts or other Unicode digits that `str.isdigit` accepts and `int`
-refuses) within a bound both databases can hold; anything else is a 400 that names the
-parameter, or a 404 for a path segment. A page number is capped so that its OFFSET
+refuses) within a bound both databases can hold; anything else is a BadParameter (a 400
+that names the parameter, answered by mailing/errors.py), or a 404 for a path segment. A page number is capped so that its OFFSET
 can never overflow a 64-bit integer on PostgreSQL or SQLite.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, make_response, request
+from flask import Flask, request
 from flask_babel import gettext as _
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
+
+from ..errors import BadParameter
 
 # Ids are INTEGER columns: PostgreSQL's int4 (SQLAlchemy binds the key as ::INTEGER, so a
 # larger value fails the query instead of finding nothing). Raise it with the columns.
@@ -25,14 +25,6 @@ MAX_ID = 2**31 - 1
 # makes (at most 10^8) is far from any integer limit.
 MAX_PAGE = 1_000_000
 _DIGITS = re.compile(r"[0-9]{1,19}")
-
-
-class BadParameter(Exception):
-    """A query or form value that is not what the route accepts; answered with 400."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name, self.message = name, message
 
 
 def parse_int(value: str | None, name: str, *, default: int | None = None, minimum: int = 1,
@@ -124,31 +116,13 @@ class _NulFreeRequest:
         return data
 
 
-def init_app(app: Flask, error: Callable[[int, str, str], Any]) -> None:
-    """Install the strict `int` converter (before any route is added), the NUL-free request
-    and the 400 answers (through `error`, the views' error page or JSON)."""
+def init_app(app: Flask) -> None:
+    """Install the strict `int` converter (before any route is added) and the NUL-free
+    request. Htmx.init_app replaces the request class outright, so it runs first
+    (create_app does so); this one builds on whatever class it finds."""
     app.url_map.converters["int"] = StrictIntConverter
     if not issubclass(app.request_class, _NulFreeRequest):
         app.request_class = type("Request", (_NulFreeRequest, app.request_class), {})
-
-    @app.errorhandler(BadParameter)
-    def _bad_parameter(exc: BadParameter) -> Any:
-        return error(400, exc.name, exc.message)
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Any:
-        """Werkzeug's own refusals (405, 400 for a malformed body, 413, ...) in the app's
-        shape: JSON {"error", "message"} under /api/, the error page elsewhere. Handlers
-        registered for one code (404, 403, CSRF) still take precedence."""
-        if exc.code is None or exc.code < 400:
-            return exc
-        resp = make_response(error(exc.code, re.sub(r"\W+", "_", (exc.name or "error").lower()),
-                                   exc.description or exc.name or ""))
-        for header in ("Allow", "Retry-After", "WWW-Authenticate"):
-            value = exc.get_response().headers.get(header)
-            if value:
-                resp.headers[header] = value
-        return resp
 
     @app.before_request
     def _nul_free_args() -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, render_template
 
 from ..sandbox import list_letters, read_letter
-from . import READERS, roles
+from .access import READERS, roles
 from .params import page_arg
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")

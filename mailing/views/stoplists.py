@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
+from htmx_flask import request
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from .. import stopimports, stoplists, uploads
+from ..errors import error
 from ..extensions import db
 from ..models import StopList, StopListImport
-from . import EDITORS, READERS, error, roles
+from .access import EDITORS, READERS, roles
 from .params import form_ids, page_arg
 
 bp = Blueprint("stoplists", __name__, url_prefix="/stoplists")
@@ -130,10 +132,7 @@ def remove(list_id: int) -> Any:
         return error(400, "entry", _("Tick the entries to remove."))
     if request.form.get("confirm") != "yes":
         return error(400, "confirm", _("Tick the box to confirm the removal."))
-    try:
-        n = stoplists.remove_entries(stop, ids, actor=current_user, source="ui")
-    except stoplists.QuotaExceeded as exc:
-        return error(409, "quota", str(exc))
+    n = stoplists.remove_entries(stop, ids, actor=current_user, source="ui")
     flash(_("Removed %(n)s entries.", n=n))
     return redirect(url_for("stoplists.show", list_id=stop.id))
 
@@ -147,6 +146,7 @@ def clear(list_id: int) -> Any:
     try:
         n = stoplists.clear(stop, actor=current_user, source="ui")
     except stoplists.SystemListError as exc:
+        # Not "system_list": a team's own list cannot be cleared either.
         return error(409, "not_clearable", str(exc))
     flash(_("Cleared %(n)s entries.", n=n))
     return redirect(url_for("stoplists.show", list_id=stop.id))
@@ -159,10 +159,7 @@ def rename(list_id: int) -> Any:
     form = ListForm()
     if not form.validate_on_submit():
         return _page(stop, status=400, rename_form=form)
-    try:
-        stoplists.rename(stop, form.name.data.strip())
-    except stoplists.SystemListError as exc:
-        return error(409, "system_list", str(exc))
+    stoplists.rename(stop, form.name.data.strip())
     return redirect(url_for("stoplists.show", list_id=stop.id))
 
 
@@ -170,10 +167,7 @@ def rename(list_id: int) -> Any:
 @roles(*EDITORS)
 def delete(list_id: int) -> Any:
     stop = _list(list_id)
-    try:
-        stoplists.delete(stop)
-    except stoplists.SystemListError as exc:
-        return error(409, "system_list", str(exc))
+    stoplists.delete(stop)
     return redirect(url_for("stoplists.index"))
 
 
@@ -184,5 +178,5 @@ def import_show(import_id: int) -> Any:
     imp = db.session.get(StopListImport, import_id)
     if imp is None:
         abort(404)
-    template = "stoplists/_import.html" if request.headers.get("HX-Request") else "stoplists/import.html"
+    template = "stoplists/_import.html" if request.htmx else "stoplists/import.html"
     return render_template(template, imp=imp, stop=db.session.get(StopList, imp.list_id))

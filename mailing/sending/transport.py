@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from .redact import redact
+from ..redact import redact
 
 ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*")
 

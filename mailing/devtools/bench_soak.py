@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psutil
 import sqlalchemy as sa
 
 from .bench import ROOT, Stack, _free_port, _sink_binary, emit, seed_issue
-from .launcher import descendants, stop_tree, web_command
+from .launcher import alive, descendants, stop_tree, web_command
 
 FLAT_MB, FLAT_PCT = 5.0, 5.0  # growth under either counts as flat
 LAUNCH_EVERY = 10.0  # seconds between launches at most
@@ -264,25 +265,26 @@ def _group(base: str, roles: list[tuple], warm_until: float, stop_at: float, liv
                  "counts": rec.counts, "stats": stats})
 
 
-def _rss_mb(pid: int) -> float | None:
+def _rss_mb(proc: psutil.Process) -> float | None:
+    """Resident memory now; None once the process has ended (or its pid is another's)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError, ValueError):
-        pass
-    return None
+        return proc.memory_info().rss / 2**20 if alive(proc) else None
+    except psutil.NoSuchProcess:
+        return None
 
 
-def _processes(named: dict[str, int]) -> dict[str, int]:
+def _processes(named: dict[str, int]) -> dict[str, psutil.Process]:
     """Every long-lived process by name: each given one and what runs below it (gunicorn's
     workers, a worker's maintenance and scheduler processes; job processes come and go,
     and only those alive at both samples are compared)."""
-    out: dict[str, int] = {}
+    out: dict[str, psutil.Process] = {}
     for name, pid in named.items():
-        out[name] = pid
-        for child in sorted(descendants(pid)):
-            out[f"{name}/{child}"] = child
+        try:
+            out[name] = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+        for child in sorted(descendants(pid), key=lambda c: c.pid):
+            out[f"{name}/{child.pid}"] = child
     return out
 
 
@@ -326,9 +328,9 @@ def soak(minutes: float, pollers: int, contacts: int, import_rows: int, warmup: 
     try:
         n_issues = int(duration / LAUNCH_EVERY) + 3  # more than the editor can launch
         with stack.app_context():
-            from .cli import create_user
-            from .extensions import db
-            from .models import ContactList, Issue, StopList
+            from mailing.cli import create_user
+            from mailing.extensions import db
+            from mailing.models import ContactList, Issue, StopList
 
             first = seed_issue(contacts)  # moves PostgreSQL's id sequence past its contacts
             template = db.session.get(Issue, first)
@@ -390,15 +392,15 @@ def soak(minutes: float, pollers: int, contacts: int, import_rows: int, warmup: 
         if stack.sink is not None and stack.sink.kind == "smtp-sink":
             named["sink"] = stack.sink.proc.pid
         time.sleep(max(0.0, warm_until - time.time()))
-        at_start = {name: (pid, _rss_mb(pid)) for name, pid in _processes(named).items()}
+        at_start = {name: (proc, _rss_mb(proc)) for name, proc in _processes(named).items()}
         peak: dict[str, float] = {}
         while time.time() < stop_at:
-            for name, (pid, _mb) in at_start.items():
-                mb = _rss_mb(pid)
+            for name, (proc, _mb) in at_start.items():
+                mb = _rss_mb(proc)
                 if mb is not None:
                     peak[name] = max(peak.get(name, 0.0), mb)
             time.sleep(min(5.0, max(0.0, stop_at - time.time())))
-        at_end = {name: _rss_mb(pid) for name, (pid, _mb) in at_start.items()}
+        at_end = {name: _rss_mb(proc) for name, (proc, _mb) in at_start.items()}
 
         merged: dict[str, Any] = {"latency": {}, "errors": [], "client_4xx": {}, "counts": {}, "stats": {}}
         for _ in procs:
@@ -413,9 +415,9 @@ def soak(minutes: float, pollers: int, contacts: int, import_rows: int, warmup: 
             p.join(30)
 
         with stack.app_context():
-            from .extensions import db
-            from .models import ContactImport, Issue
-            from .queueing import queue
+            from mailing.extensions import db
+            from mailing.models import ContactImport, Issue
+            from mailing.queueing import queue
 
             # Imports still running finish before they are judged.
             until = time.time() + 120
@@ -438,12 +440,12 @@ def soak(minutes: float, pollers: int, contacts: int, import_rows: int, warmup: 
                       if (found := _log_errors(logs / f"{name}.log"))}
 
         memory = []
-        for name, (pid, start_mb) in sorted(at_start.items()):
+        for name, (proc, start_mb) in sorted(at_start.items()):
             end_mb = at_end.get(name)
             if start_mb is None or end_mb is None:
                 continue  # a job process that came and went
             growth = end_mb - start_mb
-            memory.append({"process": name, "pid": pid, "start_mb": round(start_mb, 1), "end_mb": round(end_mb, 1),
+            memory.append({"process": name, "pid": proc.pid, "start_mb": round(start_mb, 1), "end_mb": round(end_mb, 1),
                            "peak_mb": round(peak.get(name, end_mb), 1), "growth_mb": round(growth, 1),
                            "growth_pct": round(100 * growth / start_mb, 1) if start_mb else 0.0,
                            "flat": growth <= FLAT_MB or growth <= start_mb * FLAT_PCT / 100})

@@ -31,8 +31,8 @@ from typing import Any
 
 from flask_babel import gettext as _
 
-from .addresses import is_valid_email, needs_smtputf8, wire_address
-from .unsubscribe import sign
+from ..addresses import is_valid_email, needs_smtputf8, wire_address
+from ..unsubscribe import sign
 
 BUILTIN_FIELDS = ("name", "email", "phone", "unsubscribe_url")
 # A custom field name: what an extra CSV column may be called to be usable in a letter.

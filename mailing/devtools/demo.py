@@ -7,9 +7,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .extensions import db
-from .models import Contact, ContactList, Issue, Role, Sender, User, list_members
-from .stoplists import ensure_system_lists
+from mailing.cli import create_user
+from mailing.extensions import db
+from mailing.models import Contact, ContactList, Issue, Role, Sender, User, list_members
+from mailing.stoplists import ensure_system_lists
 
 FIRST = ["Anna", "Boris", "Chloé", "Dmitri", "Elena", "François", "Grace", "Håkon", "Irina", "José",
          "Анна", "Иван", "Мария", "Пётр", "Ольга", "Сергей", "Zoë", "Łukasz", "Noël", "Sven"]
@@ -25,8 +26,6 @@ def seed(instance: Path) -> list[tuple[str, str, str]]:
         if logins_file.exists():
             return [tuple(line.split("\t")) for line in logins_file.read_text().splitlines() if line]  # type: ignore[misc]
         return []
-    from .cli import create_user
-
     logins = []
     for role in Role:
         email = f"{role.value}@outbox.local"

@@ -22,68 +22,68 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+import redis
 from flask import Flask
+from flask_migrate import upgrade
 
-from .supervision import Backoff, describe_exit
+from mailing.supervision import Backoff, describe_exit
+
+from .demo import seed
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`. RQ's job processes leave the worker's process
-    group, so a signal to the group alone would orphan them."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        current = stack.pop()
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process below `pid` (none when it is gone). RQ's job processes leave the
+    worker's process group, so a signal to the group alone would orphan them. A
+    psutil.Process knows its start time: signalling one whose pid was reused meanwhile
+    raises NoSuchProcess instead of hitting a stranger."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Still running: a zombie has finished, it only waits for its parent to reap it."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal(procs: list[psutil.Process], sig: int) -> None:
+    for proc in procs:
         try:
-            tasks = list(Path(f"/proc/{current}/task").iterdir())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        for task in tasks:
-            try:
-                kids = [int(c) for c in (task / "children").read_text().split()]
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            found.extend(kids)
-            stack.extend(kids)
-    return found
+            proc.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def signal_tree(pid: int, sig: int) -> None:
-    """Signal a process and everything below it (children first are collected before)."""
-    for p in [pid, *descendants(pid)]:
-        try:
-            os.kill(p, sig)
-        except ProcessLookupError:
-            pass
+    """Signal a process and everything below it (collected before any is signalled: a
+    killed parent's children are adopted elsewhere and could no longer be found)."""
+    try:
+        top = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    _signal([top, *descendants(pid)], sig)
 
 
 def stop_tree(proc: subprocess.Popen, timeout: float) -> None:
     """SIGTERM the tree, then SIGKILL whatever is left after `timeout`."""
-    tree = [proc.pid, *descendants(proc.pid)]
-    signal_tree(proc.pid, signal.SIGTERM)
-    deadline = time.time() + timeout
-    while time.time() < deadline and any(_alive(p) for p in tree):
-        if proc.poll() is not None and not any(_alive(p) for p in tree[1:]):
-            break
+    below = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)  # a no-op once it has been reaped
+    _signal(below, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc.poll() is None or any(alive(p) for p in below)):
         time.sleep(0.1)
-    for p in tree:
-        if _alive(p):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    _signal([p for p in below if alive(p)], signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
     try:
         proc.wait(5)
     except subprocess.TimeoutExpired:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
 
 
 def redis_binary() -> str | None:
@@ -135,8 +135,6 @@ def start_redis(instance: Path) -> tuple[subprocess.Popen, str]:
         stdin=subprocess.DEVNULL, start_new_session=True,
     )
     url = f"unix://{sock}"
-    import redis
-
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
@@ -152,14 +150,6 @@ def start_redis(instance: Path) -> tuple[subprocess.Popen, str]:
 WORKER_GRACE = 30.0  # seconds a stopping worker gets to finish its letters in flight
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (field 22 of /proc/PID/stat): tells a pid from its reuse."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
 @dataclass
 class Child:
     """One supervised process: how to start it, whether its death ends the stack, and the
@@ -173,7 +163,7 @@ class Child:
     started: float = 0.0
     restart_at: float | None = None
     backoff: Backoff = field(default_factory=Backoff)
-    below: list[tuple[int, str | None]] = field(default_factory=list)
+    below: list[psutil.Process] = field(default_factory=list)
 
 
 def _log(message: str) -> None:
@@ -184,7 +174,7 @@ class Supervisor:
     def __init__(self, env: dict[str, str]):
         self.env = env
         self.children: list[Child] = []
-        self.orphans: list[tuple[int, str | None]] = []  # job processes of workers that died
+        self.orphans: list[psutil.Process] = []  # job processes of workers that died
         self.stopping = False
         self.forced = False
 
@@ -215,20 +205,16 @@ class Supervisor:
                 continue
             code = child.proc.poll()
             if code is None:
-                child.below = [(p, _start_time(p)) for p in descendants(child.proc.pid)]
+                child.below = descendants(child.proc.pid)
                 continue
             if child.critical:
                 _log(f"{child.name} exited with {describe_exit(code)}; stopping everything")
                 self.stopping = True
                 return
             # Whatever ran below it (a job process mid-send) gets a warm shutdown of its own.
-            for pid, started in child.below:
-                if started is not None and _start_time(pid) == started:
-                    self.orphans.append((pid, started))
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
+            left = [p for p in child.below if alive(p)]
+            self.orphans += left
+            _signal(left, signal.SIGTERM)
             delay = child.backoff.next_delay(now - child.started)
             _log(f"{child.name} exited with {describe_exit(code)}; restarting in {delay:g} s")
             child.proc, child.restart_at, child.below = None, now + delay, []
@@ -242,10 +228,10 @@ class Supervisor:
         self._stop_group([c for c in self.children if c.name == "redis"], 10)
 
     def _stop_group(self, group: list[Child], grace: float,
-                    extra: list[tuple[int, str | None]] | None = None) -> None:
+                    extra: list[psutil.Process] | None = None) -> None:
         procs = [c.proc for c in group if c.proc is not None]
-        tree = [(p, _start_time(p)) for proc in procs for p in [proc.pid, *descendants(proc.pid)]]
-        tree += [(p, s) for p, s in (extra or []) if s is not None and _start_time(p) == s]
+        below = [p for proc in procs for p in descendants(proc.pid)]
+        below += [p for p in extra or [] if alive(p)]
         for proc in procs:  # each passes it on to its own processes, in its own way
             try:
                 proc.send_signal(signal.SIGTERM)
@@ -255,16 +241,13 @@ class Supervisor:
         while time.monotonic() < deadline and not self.forced:
             for proc in procs:
                 proc.poll()  # reap, so that a finished child does not linger as a zombie
-            if not any(_alive(p) and _start_time(p) == s for p, s in tree):
+            if all(proc.returncode is not None for proc in procs) and not any(alive(p) for p in below):
                 break
             time.sleep(0.1)
-        for p, s in tree:
-            if _alive(p) and _start_time(p) == s:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        _signal([p for p in below if alive(p)], signal.SIGKILL)
         for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -272,8 +255,6 @@ class Supervisor:
 
 
 def run_stack(app: Flask, port: int, workers: int) -> int:
-    from flask_migrate import upgrade
-
     instance = Path(app.instance_path)
     env = dict(os.environ)
     env.setdefault("OUTBOX_INSTANCE", str(instance))
@@ -300,8 +281,6 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
             env["SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}"
         with app.app_context():
             upgrade()
-            from .demo import seed
-
             logins = seed(instance)
         flask = [sys.executable, "-m", "flask", "--app", "app"]
         for i in range(workers):

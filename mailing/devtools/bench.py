@@ -28,7 +28,7 @@ from flask.cli import AppGroup
 
 from .launcher import descendants, signal_tree, stop_tree, web_command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: flask and gunicorn find app.py there
 # The database the next Stack uses, set by every command's --database option.
 _choice = {"database": "sqlite"}
 
@@ -72,6 +72,18 @@ def _free_port() -> int:
 
 def _sink_binary() -> str | None:
     return shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
+
+
+def _peak_rss_kb(pid: int | str) -> int:
+    """The process's peak resident memory (Linux's VmHWM, which psutil does not report;
+    /proc/self/clear_refs resets it), 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return 0
 
 
 class Sink:
@@ -152,7 +164,7 @@ class Stack:
     (on BENCH_DATABASE_URL's server when it is set), dropped at the end."""
 
     def __init__(self, sink_kind: str, env_extra: dict[str, str] | None = None):
-        from .devtools.pgcluster import Cluster, FreshDatabase
+        from .pgcluster import Cluster, FreshDatabase
 
         self.dir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
         self.database = _choice["database"]
@@ -219,13 +231,8 @@ class Stack:
         """Peak resident memory of the workers and the job processes they fork."""
         while self._watch.is_set():
             for p in list(self.workers):
-                for pid in [p.pid, *descendants(p.pid)]:
-                    try:
-                        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                            if line.startswith("VmHWM:"):
-                                self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
-                    except (FileNotFoundError, ProcessLookupError, ValueError):
-                        pass
+                for pid in [p.pid, *(c.pid for c in descendants(p.pid))]:
+                    self.peak_rss_kb = max(self.peak_rss_kb, _peak_rss_kb(pid))
             time.sleep(0.2)
 
     def kill(self, p: subprocess.Popen) -> None:
@@ -254,9 +261,9 @@ def seed_issue(n: int, body: str = BODY, fields: int = 0) -> int:
     """n contacts in one list and a draft issue to them, inserted in bulk. With `fields`,
     each contact has that many custom fields, the body names each of them and the
     subject is personalised too."""
-    from .extensions import db
-    from .models import Contact, ContactList, Issue, Sender, list_members
-    from .stoplists import ensure_system_lists
+    from mailing.extensions import db
+    from mailing.models import Contact, ContactList, Issue, Sender, list_members
+    from mailing.stoplists import ensure_system_lists
 
     ensure_system_lists()
     sender = Sender(name="Bench News", email="news@bench.test")
@@ -275,7 +282,7 @@ def seed_issue(n: int, body: str = BODY, fields: int = 0) -> int:
                                    "GREATEST((SELECT max(id) FROM contacts), 1))"))
     subject = "Bench issue"
     if fields:
-        from .contacts import register_fields
+        from mailing.contacts import register_fields
 
         register_fields({f"field{f}" for f in range(1, fields + 1)})
         subject = '{{ name }}, news for {{ field1 | default("you") }}'
@@ -283,7 +290,7 @@ def seed_issue(n: int, body: str = BODY, fields: int = 0) -> int:
             f"{{{{ field{f} }}}}" for f in range(1, fields + 1)) + "</p>", 1)
     issue = Issue(subject=subject, body_html=body, sender_id=sender.id, list_id=lst.id)
     db.session.add(issue)
-    from . import settings
+    from mailing import settings
 
     settings.put("launch_delay_seconds", 0)
     db.session.commit()
@@ -291,8 +298,8 @@ def seed_issue(n: int, body: str = BODY, fields: int = 0) -> int:
 
 
 def _status(issue_id: int) -> tuple[str, int]:
-    from .extensions import db
-    from .models import Issue
+    from mailing.extensions import db
+    from mailing.models import Issue
 
     row = db.session.execute(sa.select(Issue.status, Issue.sent_count).where(Issue.id == issue_id)).one()
     db.session.commit()
@@ -312,8 +319,8 @@ def _wait(issue_id: int, statuses: set[str], timeout: float) -> str:
 def _audit(issue_id: int, sink: Sink, recipients: int) -> dict[str, int]:
     """Duplicates and losses, at the sink when it counts per recipient, else from the
     sink's total and the database's attempt counts."""
-    from .extensions import db
-    from .models import Delivery
+    from mailing.extensions import db
+    from mailing.models import Delivery
 
     d = Delivery.__table__
     sent, attempts = db.session.execute(sa.select(
@@ -379,7 +386,7 @@ def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str |
                               "SEND_CHUNK": "500", "LEASE_SECONDS": "60"})
     try:
         with stack.app_context():
-            from . import lifecycle
+            from mailing import lifecycle
 
             issue_id = seed_issue(recipients, fields=fields)
             stack.start_workers(workers)
@@ -414,7 +421,7 @@ def bench_pause(recipients: int, workers: int, concurrency: int) -> None:
     stack = Stack("aiosmtpd", {"SEND_CONCURRENCY": str(concurrency), "SEND_JOBS": str(workers)})
     try:
         with stack.app_context():
-            from . import lifecycle
+            from mailing import lifecycle
 
             issue_id = seed_issue(recipients)
             stack.start_workers(workers)
@@ -446,14 +453,14 @@ def bench_pause(recipients: int, workers: int, concurrency: int) -> None:
 @click.option("--lease", default=20, type=int, help="LEASE_SECONDS for the run")
 def bench_crash(recipients: int, concurrency: int, lease: int) -> None:
     """SIGKILL the worker mid-send, start a new one, let the issue finish."""
-    from .models import Delivery
+    from mailing.models import Delivery
 
     stack = Stack("aiosmtpd", {"SEND_CONCURRENCY": str(concurrency), "SEND_JOBS": "1",
                                "LEASE_SECONDS": str(lease)})
     try:
         with stack.app_context():
-            from . import lifecycle
-            from .extensions import db
+            from mailing import lifecycle
+            from mailing.extensions import db
 
             issue_id = seed_issue(recipients)
             [victim] = stack.start_workers(1)
@@ -489,10 +496,7 @@ def _reset_peak_rss() -> None:
 
 
 def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _peak_rss_kb("self") / 1024
 
 
 @bench.command("audience")
@@ -503,8 +507,8 @@ def bench_audience(contacts: int, stoplist: int) -> None:
     stack = Stack("", {})
     try:
         with stack.app_context():
-            from .extensions import db
-            from .models import Issue, StopEntry, StopList
+            from mailing.extensions import db
+            from mailing.models import Issue, StopEntry, StopList
 
             issue_id = seed_issue(contacts)
             blocked = db.session.scalar(sa.select(StopList.id).where(StopList.code == "blocked"))
@@ -523,7 +527,7 @@ def bench_audience(contacts: int, stoplist: int) -> None:
             base = _peak_rss_mb()
             issue = db.session.get(Issue, issue_id)
             started = time.time()
-            from .engine import materialise
+            from mailing.store.deliveries import materialise
 
             counts = materialise(issue)
             db.session.commit()
@@ -625,9 +629,9 @@ def bench_dashboard(n_issues: int, pollers: int, duration: float, warmup: float)
     web = None
     try:
         with stack.app_context():
-            from .cli import create_user
-            from .extensions import db
-            from .models import Issue
+            from mailing.cli import create_user
+            from mailing.extensions import db
+            from mailing.models import Issue
 
             live_id = seed_issue(1000)
             db.session.execute(sa.update(Issue).where(Issue.id == live_id).values(
@@ -700,9 +704,9 @@ def bench_import(rows: int) -> None:
             for i in range(rows):
                 f.write(f"user{i:07d}@Example.org,Reader {i},+7912{i % 10_000_000:07d},City {i % 100}\n")
         with stack.app_context():
-            from .contacts import run_import
-            from .extensions import db
-            from .models import ContactImport, ContactList
+            from mailing.contacts import run_import
+            from mailing.extensions import db
+            from mailing.models import ContactImport, ContactList
 
             lst = ContactList(name="bench import")
             db.session.add(lst)
@@ -732,9 +736,9 @@ def bench_stoplist(lines: int) -> None:
             f"person{i}@Example.org" if i % 10 else (f"+7 912 {i % 1000:03d}-{i % 100:02d}-{i % 97:02d}" if i % 20 else "rubbish")
             for i in range(lines))
         with stack.app_context():
-            from . import stoplists
-            from .extensions import db
-            from .models import StopList
+            from mailing import stoplists
+            from mailing.extensions import db
+            from mailing.models import StopList
 
             stoplists.ensure_system_lists()
             db.session.commit()

@@ -1,0 +1,280 @@
+"""The runner: sends one issue's due recipients until none is left or it is halted.
+
+Its round is claim → send → flush. It claims a chunk under a lease (a crashed
+runner's leases expire and any runner takes the recipients again; the repeat
+carries the same Message-ID), checks the chunk against the stop-lists in one
+query, hands the rest to the send loop (loop.py), and every quarter second
+records the replies and moves the issue's counters in one transaction. It
+returns an `Outcome`; what then happens to the issue (finished, retry later,
+interrupted, cancelled) is decided by lifecycle.after_run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app
+
+from .. import clock, queueing, settings, states
+from ..enums import DeliveryState as D
+from ..enums import IssueStatus
+from ..extensions import db
+from ..models import Issue, Sender
+from ..store import contacts as contact_store
+from ..store import deliveries as store
+from ..store import issues as issue_store
+from ..store.deliveries import Claimed, Result
+from ..store.stoplists import suppressed_among
+from .letter import Letter, LetterError
+from .loop import SendLoop, Tally
+from .policy import Policy, Spread
+from .signals import Signals
+from .transport import RelayConfig, RelayUnavailable
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Outcome:
+    """How a run ended, for lifecycle.after_run to act on."""
+    kind: str  # drained | halted | waiting (a spread issue's portion is used) | interrupted | not sending
+    reason: str | None = None  # interrupted: why, in words for the issue page
+    last_reply: str | None = None  # interrupted: the failing reply or error
+    next_at: datetime | None = None  # waiting: when the next portion is released
+
+
+@dataclass
+class Portion:
+    left: int | None  # recipients the spread allows now; None when not spread
+    next_at: datetime | None  # when the next portion is released
+
+
+def portion(issue: Issue) -> Portion:
+    """How many recipients a spread issue may hand over now (policy.Spread), counted
+    from those already claimed."""
+    spread = Spread.of(issue)
+    if spread is None:
+        return Portion(None, None)
+    now = clock.now()
+    handed = (issue.total - store.pending_count(issue.id)
+              - int((issue.settings or {}).get("suppressed_at_launch", 0)))
+    return Portion(spread.allowed(now, handed), spread.next_at(now))
+
+
+def build_letter(issue: Issue) -> Letter:
+    sender = db.session.get(Sender, issue.sender_id) if issue.sender_id else None
+    if sender is None:
+        raise LetterError("the issue has no sender")
+    return Letter(
+        issue_id=issue.id, subject=issue.subject, body_html=issue.body_html,
+        from_name=issue.from_name or sender.name, from_email=sender.email,
+        secret=current_app.config["SECRET_KEY"].encode(), body_text=issue.body_text or "",
+        preheader=issue.preheader or "", reply_to=issue.reply_to or "",
+        custom_headers=issue.custom_headers or "",
+    )
+
+
+def relay_config() -> RelayConfig:
+    url = current_app.config["SMTP_URL"]
+    if not url:
+        raise RelayUnavailable("SMTP_URL is not set and no sandbox server is running")
+    return RelayConfig.from_url(url, timeout=current_app.config["SMTP_TIMEOUT"])
+
+
+class Runner:
+    def __init__(self, issue_id: int, owner: str | None = None):
+        cfg = current_app.config
+        self.issue_id = issue_id
+        self.owner = owner or new_owner()
+        self.concurrency = max(1, int(cfg["SEND_CONCURRENCY"]))
+        self.chunk = max(1, int(cfg["SEND_CHUNK"]))
+        self.lease = int(cfg["LEASE_SECONDS"])
+        self.policy = Policy.from_config(cfg)
+        self.base_url = cfg["BASE_URL"]
+        self.secret = cfg["SECRET_KEY"].encode()
+        self.signals = Signals(queueing.redis_connection(), issue_id, self.owner, self.lease)
+        self.tally = Tally()
+        self.work: deque[Claimed] = deque()
+        # Contact fields the letter needs (phone, custom ones), by contact id, fetched per claim.
+        self.fields: dict[int, dict[str, str]] = {}
+        self.loop: SendLoop | None = None
+        self.rate_limit = 0
+        self._rate_read = 0.0
+        self._last_flush = 0.0
+        self._last_renew = 0.0
+        self._noted_wait: str | None = None
+
+    def shut_down(self) -> None:
+        """The worker is stopping (SIGTERM, Ctrl-C on the stack): start no new letter, let
+        those in flight finish and be recorded, give the rest back as pending. Only this
+        process halts (not the issue's Redis flag), so the issue stays Sending and the
+        next runner, started by a worker's maintenance loop, carries on without repeats."""
+        self._halt()
+
+    def _halt(self) -> None:
+        self.tally.halted.set()
+        if self.loop is not None:
+            self.loop.wake()
+
+    # --- one run ----------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        issue = db.session.get(Issue, self.issue_id, populate_existing=True)
+        if issue is None or issue.status != IssueStatus.SENDING:
+            db.session.commit()
+            return Outcome("not sending")
+        try:
+            letter = build_letter(issue)
+            relay = relay_config()
+        except (LetterError, ValueError, RelayUnavailable) as exc:
+            db.session.commit()
+            return Outcome("interrupted", reason=str(exc))
+        spread = bool(issue.spread_size and issue.spread_interval)
+        sender_id = issue.sender_id
+        relay_key = f"{relay.host}:{relay.port}"
+        self.loop = SendLoop(
+            letter=letter, relay=relay, concurrency=self.concurrency, policy=self.policy, work=self.work,
+            fields=self.fields, base_url=self.base_url, secret=self.secret, tally=self.tally,
+            take_tokens=lambda wanted: self.signals.take_tokens(relay_key, wanted, self.rate_limit))
+        self._read_rate()
+        db.session.commit()
+        self.signals.heartbeat()
+        self._last_renew = time.monotonic()
+        sender = threading.Thread(target=self.loop.run, daemon=True, name="smtp-loop")
+        self.signals.watch_halt(self._halt)
+        sender.start()
+        outcome = Outcome("drained")
+        try:
+            outcome = self._claim_rounds(sender, letter, sender_id, spread)
+            # The last letters may still be waiting out a relay blip: keep their leases
+            # and this runner's heartbeat alive until the send loop is done with them.
+            self.loop.closing.set()
+            self.loop.wake()
+            while sender.is_alive():
+                sender.join(0.1)
+                self._keep_alive()
+        finally:
+            self.loop.closing.set()
+            self.loop.wake()
+            sender.join()
+            self.signals.stop_watching()
+            self._settle()
+        if self.loop.error is not None:
+            raise self.loop.error  # the job fails visibly; what was not sent is pending again
+        if self.tally.relay_error:
+            return Outcome("interrupted", reason=self.tally.relay_error, last_reply=self.tally.relay_reply)
+        return outcome
+
+    def _claim_rounds(self, sender: threading.Thread, letter: Letter, sender_id: int | None,
+                      spread: bool) -> Outcome:
+        """Claim chunk after chunk while the issue is Sending and the loop is alive."""
+        assert self.loop is not None
+        while True:
+            if self.tally.halted.is_set() or not sender.is_alive() or self._status() != IssueStatus.SENDING:
+                return Outcome("halted")
+            if time.monotonic() - self._rate_read > 1.0:
+                self._read_rate()
+            limit = self.chunk
+            if self.rate_limit:
+                limit = min(limit, max(int(self.rate_limit * 2), 1))  # short leases under a cap
+            if spread:
+                issue = db.session.get(Issue, self.issue_id, populate_existing=True)
+                allowed = portion(issue)
+                db.session.commit()
+                if allowed.left is not None:
+                    if allowed.left <= 0:
+                        return Outcome("waiting", next_at=allowed.next_at)
+                    limit = min(limit, allowed.left)
+            rows = store.claim(self.issue_id, self.owner, limit, self.lease)
+            db.session.commit()
+            if not rows:
+                return Outcome("drained")
+            blocked = suppressed_among([r.email_key for r in rows], sender_id)
+            for r in rows:
+                if r.email_key in blocked:
+                    self.tally.add(Result(r.id, D.SUPPRESSED, reason=blocked[r.email_key]))
+            sendable = [r for r in rows if r.email_key not in blocked]
+            if letter.custom_fields:
+                self.fields.update(contact_store.letter_values(
+                    [r.contact_id for r in sendable if r.contact_id is not None], letter.custom_fields))
+            db.session.commit()
+            self.work.extend(sendable)
+            self.loop.wake()
+            # Claim the next chunk when half of this one has left: the connections
+            # never starve, and a claim never runs far ahead of the relay.
+            while len(self.work) > max(self.concurrency, len(rows) // 2) \
+                    and not self.tally.halted.is_set() and sender.is_alive():
+                time.sleep(0.02)
+                self._keep_alive()
+            self._flush_if_due()
+
+    def _keep_alive(self) -> None:
+        """Between claims: flush replies, re-read the rate cap, renew leases and beat."""
+        self._flush_if_due()
+        if time.monotonic() - self._rate_read > 1.0:
+            self._read_rate()
+        if time.monotonic() - self._last_renew > self.lease / 3:
+            store.renew_leases(self.issue_id, self.owner, self.lease)
+            db.session.commit()
+            self.signals.heartbeat()
+            self._last_renew = time.monotonic()
+
+    def _settle(self) -> None:
+        """The loop is over: record the last replies, give back (or, when the issue is
+        being cancelled, stop) what was never started, and leave."""
+        assert self.loop is not None
+        leftover = [item.id for item in self.work]  # still queued: never started
+        self.work.clear()
+        self.loop.close()
+        self._flush()
+        self._note_relay_wait(None)
+        unsent = self.tally.take_unsent() + leftover
+        if self._status() == IssueStatus.STOPPING:
+            store.stop_claimed(self.issue_id, self.owner, unsent)
+        else:
+            store.release(self.issue_id, self.owner, unsent)
+        db.session.commit()
+        self.signals.leave()
+
+    # --- flushing -----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        batch = self.tally.take_results()
+        if batch:
+            store.record(self.issue_id, self.owner, batch)
+            done = issue_store.done_count(self.issue_id)
+            db.session.commit()
+            self.signals.progress(done)
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._last_flush >= 0.25:
+            self._flush()
+            self._note_relay_wait(self.tally.relay_waiting)
+            self._last_flush = time.monotonic()
+
+    def _note_relay_wait(self, waiting: str | None) -> None:
+        """Written only when it changes (see states.note_relay_wait)."""
+        if waiting != self._noted_wait:
+            states.note_relay_wait(self.issue_id, waiting)
+            self._noted_wait = waiting
+
+    def _status(self) -> str:
+        status = issue_store.status_of(self.issue_id)
+        db.session.commit()
+        return status
+
+    def _read_rate(self) -> None:
+        self.rate_limit = int(settings.get("relay_rate_per_second") or 0)
+        db.session.commit()
+        self._rate_read = time.monotonic()
+        if self.loop is not None:
+            self.loop.rate_limit = self.rate_limit

@@ -1,0 +1,386 @@
+"""Delivery queries: forming an issue's audience, claiming recipients under a lease,
+recording the relay's replies, and what the pages read about recipients.
+
+None of these commits: the caller (a use case in lifecycle, or the sending runner,
+which is the use case of one send) owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..enums import OPEN_STATES
+from ..enums import DeliveryState as D
+from ..extensions import db
+from ..models import Contact, Delivery, Issue, list_members, utcnow
+from .stoplists import first_stopping_list, stopped_keys, stopping_lists_by_key
+
+deliveries = Delivery.__table__
+issues = Issue.__table__
+contacts = Contact.__table__
+
+# Which issue counter a final delivery state moves.
+COUNTER = {
+    D.SENT: "sent_count",
+    D.BOUNCED: "bounced_count",
+    D.FAILED: "failed_count",
+    D.SUPPRESSED: "suppressed_count",
+    D.STOPPED: "stopped_count",
+}
+
+
+# --- forming the audience ------------------------------------------------------
+
+def materialise(issue: Issue) -> dict[str, int]:
+    """Create one delivery per list member in one pass (no Python loop), and set the
+    issue's counters. Members already in an applicable stop-list are written as
+    `suppressed` with the name of the first such list (by id) as the reason."""
+    if db.engine.dialect.name == "postgresql":
+        total, suppressed = _materialise_joined(issue)
+    else:
+        total, suppressed = _materialise_then_stop(issue)
+    db.session.execute(
+        sa.update(issues).where(issues.c.id == issue.id).values(
+            total=total, suppressed_count=suppressed, sent_count=0,
+            bounced_count=0, failed_count=0, stopped_count=0,
+        )
+    )
+    return {"total": total, "suppressed": suppressed}
+
+
+_COLUMNS = ["issue_id", "contact_id", "email", "email_key", "name", "state", "reason", "attempts", "updated_at"]
+
+
+def _members(issue: Issue) -> Any:
+    """The list's members that have an address (a contact may hold only a phone)."""
+    m, c = list_members, contacts
+    return (sa.select().select_from(m.join(c, c.c.id == m.c.contact_id))
+            .where(m.c.list_id == issue.list_id, c.c.email.is_not(None)))
+
+
+def _insert_counted(rows: Any) -> Any:
+    """INSERT … SELECT whose row count is kept: psycopg's is gone once SQLAlchemy closes
+    a cursor that returns no rows, unless asked to keep it."""
+    return sa.insert(deliveries).from_select(_COLUMNS, rows).execution_options(preserve_rowcount=True)
+
+
+def _materialise_joined(issue: Issue) -> tuple[int, int]:
+    """PostgreSQL: one INSERT … SELECT with the applicable stop-list entries hash-joined
+    on the address key, so the cost grows linearly with the list and the stop-lists.
+    (An UPDATE after the INSERT, as on SQLite, meets a table with no statistics yet: the
+    planner expects one row and probes the whole issue once per stop-list entry.)"""
+    # The joins hash in memory rather than spill to disk (4 MB is PostgreSQL's default).
+    db.session.execute(sa.text("SET LOCAL work_mem = '128MB'"))
+    c = contacts.c
+    s = stopping_lists_by_key(issue.sender_id)
+    rows = _members(issue).add_columns(
+        sa.literal(issue.id), c.id, c.email, c.email_key, c.name,
+        sa.case((s.c.name.is_(None), sa.literal(D.PENDING.value)), else_=sa.literal(D.SUPPRESSED.value)),
+        s.c.name, sa.literal(0), sa.literal(utcnow(), sa.DateTime),
+    ).outerjoin(s, s.c.value == c.email_key)
+    total = db.session.execute(_insert_counted(rows)).rowcount
+    suppressed = db.session.scalar(
+        sa.select(sa.func.count()).select_from(deliveries)
+        .where(deliveries.c.issue_id == issue.id, deliveries.c.state == D.SUPPRESSED)) or 0
+    return total, suppressed
+
+
+def _materialise_then_stop(issue: Issue) -> tuple[int, int]:
+    """SQLite: everyone goes in as pending, then the stop-lists are walked once: each
+    applicable entry is one probe into the deliveries' address index. That costs what
+    the stop-lists hold, not a probe per recipient."""
+    c = contacts.c
+    rows = _members(issue).add_columns(
+        sa.literal(issue.id), c.id, c.email, c.email_key, c.name, sa.literal(D.PENDING.value),
+        sa.null(), sa.literal(0), sa.literal(utcnow(), sa.DateTime))
+    total = db.session.execute(_insert_counted(rows)).rowcount
+    d = deliveries.c
+    suppressed = db.session.execute(
+        sa.update(deliveries)
+        .where(d.issue_id == issue.id, d.email_key.in_(stopped_keys(issue.sender_id)))
+        .values(state=D.SUPPRESSED, reason=first_stopping_list(d.email_key, issue.sender_id))
+    ).rowcount
+    return total, suppressed
+
+
+# --- claiming and recording ------------------------------------------------------
+
+@dataclass
+class Claimed:
+    id: int
+    contact_id: int | None
+    email: str
+    email_key: str
+    name: str
+    attempts: int
+
+
+def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Claimed]:
+    """Take up to `limit` recipients that are due: first those whose lease expired
+    (their runner died), then deferred ones whose retry is due, then pending ones.
+    Each pick walks the (issue, state, id) index in order and stops at the limit,
+    so a claim costs the same at the start of a million-recipient issue as at its
+    end. SKIP LOCKED lets many runners on PostgreSQL claim disjoint chunks; on
+    SQLite the write lock serialises claims. The caller commits at once: the lease
+    is what keeps other runners off these rows."""
+    now = utcnow()
+    c = deliveries.c
+    due = (
+        sa.and_(c.state == D.SENDING, c.lease_until < now),
+        sa.and_(c.state == D.DEFERRED, c.next_attempt_at <= now),
+        c.state == D.PENDING,
+    )
+    ids: list[int] = []
+    for condition in due:
+        if len(ids) >= limit:
+            break
+        pick = sa.select(c.id).where(c.issue_id == issue_id, condition).order_by(c.id).limit(limit - len(ids))
+        if db.engine.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        ids.extend(db.session.execute(pick).scalars())
+    if not ids:
+        return []
+    stmt = (
+        sa.update(deliveries)
+        .where(c.id.in_(ids))
+        .values(state=D.SENDING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=c.attempts + 1, updated_at=now)
+        .returning(c.id, c.contact_id, c.email, c.email_key, c.name, c.attempts)
+    )
+    rows = [Claimed(*r) for r in db.session.execute(stmt).all()]
+    rows.sort(key=lambda r: r.id)
+    return rows
+
+
+@dataclass
+class Result:
+    """What became of one claimed delivery (see sending/policy.py)."""
+    id: int
+    state: str
+    reply: Any = None  # the relay's final Reply, when it gave one
+    message_id: str | None = None
+    reason: str | None = None
+    at: datetime | None = None
+    retry_at: datetime | None = None
+
+
+_RECORD = (
+    sa.update(deliveries)
+    .where(deliveries.c.id == sa.bindparam("b_id"), deliveries.c.lease_owner == sa.bindparam("owner"),
+           deliveries.c.state == sa.literal_column(f"'{D.SENDING.value}'"))
+    .values(state=sa.bindparam("new_state"), lease_owner=sa.null(), lease_until=sa.null(),
+            reply_code=sa.bindparam("code"), reply_enhanced=sa.bindparam("enhanced"),
+            reply_text=sa.bindparam("text"),
+            message_id=sa.func.coalesce(sa.bindparam("mid", type_=sa.String), deliveries.c.message_id),
+            reason=sa.bindparam("reason"), sent_at=sa.bindparam("sent_at", type_=sa.DateTime),
+            next_attempt_at=sa.bindparam("retry_at", type_=sa.DateTime),
+            updated_at=sa.bindparam("now", type_=sa.DateTime))
+)
+
+
+class _DriverStatement:
+    """A hot statement compiled once per dialect and run with the driver's executemany.
+
+    SQLAlchemy's per-row parameter handling costs more than SQLite's own UPDATE at
+    thousands of rows a second; here each row is a plain tuple (SQLite) or dict
+    (PostgreSQL). Date-times are given as SQLite stores them through SQLAlchemy,
+    so both paths write the same text.
+    """
+
+    def __init__(self, stmt: sa.Update, times: tuple[str, ...]):
+        self.stmt, self.times = stmt, times
+        self._compiled: dict[str, tuple[str, list[str] | None]] = {}
+
+    def executemany(self, rows: list[dict[str, Any]]) -> int:
+        conn = db.session.connection()
+        dialect = conn.dialect
+        if dialect.name not in self._compiled:
+            compiled = self.stmt.compile(dialect=dialect)
+            order = list(compiled.positiontup) if compiled.positiontup else None
+            self._compiled[dialect.name] = (str(compiled), order)
+        sql, order = self._compiled[dialect.name]
+        text_times = dialect.name == "sqlite"
+        out: list[Any] = []
+        for row in rows:
+            if text_times:
+                for k in self.times:
+                    if row[k] is not None:
+                        row[k] = row[k].strftime("%Y-%m-%d %H:%M:%S.%f")
+            out.append(tuple(row[k] for k in order) if order else row)
+        return conn.exec_driver_sql(sql, out).rowcount
+
+
+_RECORD_MANY = _DriverStatement(_RECORD, ("retry_at", "sent_at", "now"))
+
+
+def record(issue_id: int, owner: str, results: list[Result]) -> Counter[str]:
+    """Write the outcome of claimed deliveries and move the issue's counters (the
+    caller commits both together). Only rows this owner still holds are written (the
+    UPDATE says so and its row count is what the counters move by), so a runner whose
+    lease was taken over cannot count a recipient twice."""
+    if not results:
+        return Counter()
+    now = utcnow()
+    if db.engine.dialect.name == "postgresql":
+        counts = _record_unnested(owner, results, now)
+    else:
+        counts = _record_rows(owner, results, now)
+    bumps = {COUNTER[s]: issues.c[COUNTER[s]] + n for s, n in counts.items() if s in COUNTER and n}
+    last = next((r.reply for r in reversed(results) if r.reply), None)
+    values: dict[str, Any] = dict(bumps)
+    if last is not None and bumps:
+        values["last_reply"] = str(last)[:500]
+    if values:
+        db.session.execute(sa.update(issues).where(issues.c.id == issue_id).values(**values))
+    return +counts
+
+
+def _record_rows(owner: str, results: list[Result], now: datetime) -> Counter[str]:
+    """SQLite: the UPDATE once per row through the driver's executemany, one call per
+    new state (the row count per call is what that state's counter moves by)."""
+    by_state: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        reply = r.reply
+        by_state.setdefault(r.state, []).append({
+            "b_id": r.id, "owner": owner, "new_state": r.state,
+            "code": reply.code if reply else None, "enhanced": reply.enhanced if reply else None,
+            "text": reply.text[:2000] if reply else None, "mid": r.message_id, "reason": r.reason,
+            "sent_at": r.at if r.state == D.SENT else None, "retry_at": r.retry_at, "now": now,
+        })
+    counts: Counter[str] = Counter()
+    for state, params in by_state.items():
+        counts[state] = _RECORD_MANY.executemany(params)
+    return counts
+
+
+# PostgreSQL: one UPDATE per flush, its rows given as arrays and unnested into a join.
+# Executed row by row (as on SQLite) each row is a statement the server parses, plans
+# and answers; as one statement the flush costs the server about what SQLite's does.
+_RECORD_UNNESTED = sa.text(f"""
+    UPDATE deliveries AS d SET state = v.state, lease_owner = NULL, lease_until = NULL,
+        reply_code = v.code, reply_enhanced = v.enhanced, reply_text = v.text,
+        message_id = coalesce(v.mid, d.message_id), reason = v.reason, sent_at = v.sent_at,
+        next_attempt_at = v.retry_at, updated_at = :now
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:states AS varchar[]), CAST(:codes AS integer[]),
+                CAST(:enhanced AS varchar[]), CAST(:texts AS text[]), CAST(:mids AS varchar[]),
+                CAST(:reasons AS varchar[]), CAST(:sent_at AS timestamp[]), CAST(:retry_at AS timestamp[]))
+        AS v(id, state, code, enhanced, text, mid, reason, sent_at, retry_at)
+    WHERE d.id = v.id AND d.lease_owner = :owner AND d.state = '{D.SENDING.value}'
+    RETURNING d.state
+""")
+
+
+def _record_unnested(owner: str, results: list[Result], now: datetime) -> Counter[str]:
+    replies = [r.reply for r in results]
+    rows = db.session.execute(_RECORD_UNNESTED, {
+        "ids": [r.id for r in results], "states": [r.state for r in results],
+        "codes": [p.code if p else None for p in replies],
+        "enhanced": [p.enhanced if p else None for p in replies],
+        "texts": [p.text[:2000] if p else None for p in replies],
+        "mids": [r.message_id for r in results], "reasons": [r.reason for r in results],
+        "sent_at": [r.at if r.state == D.SENT else None for r in results],
+        "retry_at": [r.retry_at for r in results], "now": now, "owner": owner,
+    }).scalars()
+    return Counter(rows)
+
+
+def release(issue_id: int, owner: str, ids: list[int]) -> None:
+    """Give back claimed recipients that were never handed to the relay: pending again,
+    their attempt not counted."""
+    if not ids:
+        return
+    db.session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id.in_(ids), deliveries.c.lease_owner == owner,
+               deliveries.c.state == D.SENDING)
+        .values(state=D.PENDING, lease_owner=None, lease_until=None,
+                attempts=deliveries.c.attempts - 1, updated_at=utcnow())
+    )
+
+
+def renew_leases(issue_id: int, owner: str, lease_seconds: int) -> None:
+    """A live runner keeps its claimed rows (walks the (issue, state) index)."""
+    db.session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.state == D.SENDING,
+               deliveries.c.lease_owner == owner)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+
+
+def open_counts(issue_id: int) -> dict[str, int]:
+    """How many recipients still wait, by state (uses the (issue, state) index)."""
+    return dict(
+        db.session.execute(
+            sa.select(deliveries.c.state, sa.func.count())
+            .where(deliveries.c.issue_id == issue_id, deliveries.c.state.in_(list(OPEN_STATES)))
+            .group_by(deliveries.c.state)
+        ).all()
+    )
+
+
+def pending_count(issue_id: int) -> int:
+    """Recipients not yet claimed (a spread issue's portion is counted from it)."""
+    return db.session.scalar(
+        sa.select(sa.func.count()).select_from(deliveries)
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.state == D.PENDING)) or 0
+
+
+def due_count(issue_id: int, now: datetime) -> int:
+    """Recipients a runner would claim now (see `claim`): the maintenance loop starts a
+    runner for a Sending issue that has some and no live runner."""
+    c = deliveries.c
+    return db.session.scalar(
+        sa.select(sa.func.count()).select_from(deliveries).where(
+            c.issue_id == issue_id,
+            sa.or_(c.state == D.PENDING,
+                   sa.and_(c.state == D.SENDING, c.lease_until < now),
+                   sa.and_(c.state == D.DEFERRED, c.next_attempt_at <= now)))) or 0
+
+
+def next_retry_at(issue_id: int) -> datetime | None:
+    """When the earliest deferred recipient is due again."""
+    return db.session.scalar(
+        sa.select(sa.func.min(deliveries.c.next_attempt_at))
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.state == D.DEFERRED)
+    )
+
+
+def _mark_stopped(issue_id: int, *conditions: Any) -> int:
+    """Set `stopped_manually` on the issue's deliveries matching `conditions`, in one
+    set-based update, and move the counter in the same transaction."""
+    n = db.session.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.issue_id == issue_id, *conditions)
+        .values(state=D.STOPPED, reason="stopped_manually", lease_owner=None,
+                lease_until=None, next_attempt_at=None, updated_at=utcnow())
+    ).rowcount
+    if n:
+        db.session.execute(
+            sa.update(issues).where(issues.c.id == issue_id)
+            .values(stopped_count=issues.c.stopped_count + n)
+        )
+    return n
+
+
+def stop_waiting(issue_id: int) -> int:
+    """Cancel: every recipient not yet handed to the relay gets `stopped_manually`."""
+    return _mark_stopped(issue_id, deliveries.c.state.in_([D.PENDING, D.DEFERRED]))
+
+
+def stop_claimed(issue_id: int, owner: str, ids: list[int]) -> int:
+    """Cancel while these claimed recipients were never started: `stopped_manually`."""
+    if not ids:
+        return 0
+    c = deliveries.c
+    return _mark_stopped(issue_id, c.id.in_(ids), c.lease_owner == owner, c.state == D.SENDING)
+
+
+def expire_stale_sending(issue_id: int) -> int:
+    """For a stopping issue: recipients whose runner died count as not handed over."""
+    return _mark_stopped(issue_id, deliveries.c.state == D.SENDING, deliveries.c.lease_until < utcnow())
