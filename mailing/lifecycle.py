@@ -62,6 +62,21 @@ def letter_problems(issue: Issue) -> dict[str, list[str]]:
     return check_letter({f: getattr(issue, f) or "" for f in TEMPLATE_FIELDS}, known_fields())
 
 
+def edit_lock_reason(issue: Issue) -> str | None:
+    """Why the editor is locked, or None when the issue may be edited."""
+    if issue.status == S.DRAFT:
+        return None
+    if issue.status == S.SCHEDULED:
+        if issue.send_at is None:
+            return None
+        lock = timedelta(minutes=float(settings.get("edit_lock_minutes")))
+        if utcnow() < issue.send_at - lock:
+            return None
+        return _("A scheduled issue is locked %(minutes)s minutes before it is sent; cancel it to change it.",
+                 minutes=int(lock.total_seconds() // 60))
+    return _("The issue has been launched; only drafts and scheduled issues can be edited.")
+
+
 def launch(issue_id: int, actor: Any, *, at: datetime | None = None, postpone: bool = False) -> str:
     """Launch now (after the launch delay), at a time, or postpone until someone presses Send."""
     issue = _issue(issue_id)

@@ -23,7 +23,8 @@ def _upgrade(url: str, instance, target: str = "head") -> None:
 
 def _empty_database(request, tmp_path) -> str:
     if BACKEND == "postgresql":
-        _kind, base, admin = request.getfixturevalue("db_template")
+        template = request.getfixturevalue("db_template")
+        base, admin = template.pg_base, template.admin
         name = f"mig{os.getpid()}_{next(counter)}"
         with admin.connect() as c:
             c.execute(sa.text(f"CREATE DATABASE {name}"))

@@ -1,11 +1,12 @@
-"""Contact queries the sending engine needs."""
+"""Contact queries: who an issue will reach, and the fields a letter needs."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models import Contact
+from ..models import Contact, Issue, StopEntry, StopList, list_members
+from .stoplists import applies_to_sender
 
 
 def letter_values(contact_ids: list[int], wanted: set[str]) -> dict[int, dict[str, str]]:
@@ -23,3 +24,31 @@ def letter_values(contact_ids: list[int], wanted: set[str]) -> dict[int, dict[st
             values["phone"] = phone
         out[cid] = values
     return out
+
+
+def audience_preview(issue: Issue) -> dict:
+    """Who will get it: the list's size, how many each stop-list excludes, and how many
+    addresses need a relay with SMTPUTF8, before launch. Stop-lists match address keys."""
+    if issue.list_id is None:
+        return {"members": 0, "excluded": [], "recipients": 0, "international": 0}
+    members_q = (sa.select(sa.func.count()).select_from(list_members)
+                 .join(Contact, Contact.id == list_members.c.contact_id)
+                 .where(list_members.c.list_id == issue.list_id, Contact.email_key.is_not(None)))
+    members = db.session.scalar(members_q) or 0
+    # A key's domain is its A-label, so a key with non-ASCII characters has a non-ASCII
+    # local part: more octets than characters.
+    octets = (sa.func.octet_length(Contact.email_key) if db.engine.dialect.name == "postgresql"
+              else sa.func.length(sa.cast(Contact.email_key, sa.LargeBinary)))
+    international = db.session.scalar(members_q.where(octets != sa.func.length(Contact.email_key))) or 0
+    applies = sa.and_(StopEntry.value == Contact.email_key, applies_to_sender(issue.sender_id))
+    excluded = db.session.execute(
+        sa.select(StopList.name, sa.func.count(sa.distinct(Contact.id)))
+        .select_from(list_members).join(Contact, Contact.id == list_members.c.contact_id)
+        .join(StopEntry, applies).join(StopList, StopList.id == StopEntry.list_id)
+        .where(list_members.c.list_id == issue.list_id).group_by(StopList.name)).all()
+    blocked_any = db.session.scalar(
+        sa.select(sa.func.count(sa.distinct(Contact.id))).select_from(list_members)
+        .join(Contact, Contact.id == list_members.c.contact_id).join(StopEntry, applies)
+        .where(list_members.c.list_id == issue.list_id)) or 0
+    return {"members": members, "excluded": excluded, "recipients": members - blocked_any,
+            "international": international}

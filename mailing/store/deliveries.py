@@ -14,10 +14,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..addresses import search_form
 from ..enums import OPEN_STATES
 from ..enums import DeliveryState as D
 from ..extensions import db
-from ..models import Contact, Delivery, Issue, list_members, utcnow
+from ..models import Contact, Delivery, Issue, StopEntry, StopList, list_members, utcnow
+from ..stoplists import parse_item
 from .stoplists import first_stopping_list, stopped_keys, stopping_lists_by_key
 
 deliveries = Delivery.__table__
@@ -384,3 +386,117 @@ def stop_claimed(issue_id: int, owner: str, ids: list[int]) -> int:
 def expire_stale_sending(issue_id: int) -> int:
     """For a stopping issue: recipients whose runner died count as not handed over."""
     return _mark_stopped(issue_id, deliveries.c.state == D.SENDING, deliveries.c.lease_until < utcnow())
+
+
+# --- what the pages read ---------------------------------------------------------
+
+def delivery_states(issue_id: int) -> dict[str, int]:
+    d = deliveries
+    return dict(db.session.execute(
+        sa.select(d.c.state, sa.func.count()).where(d.c.issue_id == issue_id).group_by(d.c.state)).all())
+
+
+@dataclass
+class ReplyGroup:
+    code: int | None
+    enhanced: str | None
+    count: int
+    example: str | None
+
+
+def reply_groups(issue_id: int) -> list[ReplyGroup]:
+    """The relay's replies grouped by code and enhanced code, with an example text."""
+    d = deliveries
+    rows = db.session.execute(
+        sa.select(d.c.reply_code, d.c.reply_enhanced, sa.func.count(), sa.func.max(d.c.reply_text))
+        .where(d.c.issue_id == issue_id, d.c.reply_code.is_not(None))
+        .group_by(d.c.reply_code, d.c.reply_enhanced)
+        .order_by(sa.func.count().desc())
+    ).all()
+    return [ReplyGroup(*r) for r in rows]
+
+
+def reply_recipients(issue_id: int, *, code: int | None = None, enhanced: str | None = None,
+                     q: str | None = None, page: int = 1, per_page: int = 100) -> tuple[list, bool]:
+    """The recipients of one reply group, or those whose address contains `q`."""
+    d = deliveries
+    stmt = sa.select(d.c.email, d.c.name, d.c.state, d.c.reply_code, d.c.reply_enhanced, d.c.reply_text,
+                     d.c.reason, d.c.updated_at).where(d.c.issue_id == issue_id)
+    if code is not None:
+        stmt = stmt.where(d.c.reply_code == code)
+        stmt = stmt.where(d.c.reply_enhanced == enhanced if enhanced else d.c.reply_enhanced.is_(None))
+    if q:
+        stmt = stmt.where(d.c.email_key.contains(search_form(q), autoescape=True))
+    rows = db.session.execute(stmt.order_by(d.c.id).offset((page - 1) * per_page).limit(per_page + 1)).all()
+    return rows[:per_page], len(rows) > per_page
+
+
+def sent_per_minute(issue_id: int) -> list[tuple[str, int]]:
+    """Letters accepted by the relay per minute, for the Report tab's chart."""
+    d = deliveries
+    if db.engine.dialect.name == "postgresql":
+        minute = sa.func.to_char(sa.func.date_trunc("minute", d.c.sent_at), "YYYY-MM-DD HH24:MI")
+    else:
+        minute = sa.func.strftime("%Y-%m-%d %H:%M", d.c.sent_at)
+    rows = db.session.execute(
+        sa.select(minute.label("m"), sa.func.count()).where(d.c.issue_id == issue_id, d.c.sent_at.is_not(None))
+        .group_by("m").order_by("m")).all()
+    return [(m, n) for m, n in rows]
+
+
+@dataclass
+class TimelineRow:
+    issue_id: int
+    subject: str
+    issue_status: str
+    state: str
+    at: datetime | None
+    reply: str | None
+    why: str
+
+
+def _why(state: str, reason: str | None, issue_status: str, attempts: int, next_at: datetime | None) -> str:
+    """Why nothing was sent (or what happened), in words support staff can repeat."""
+    if state == "sent":
+        return "delivered to the relay"
+    if state == "suppressed":
+        return f"suppressed by the stop-list “{reason}”"
+    if state == "stopped_manually":
+        return "stopped manually (the issue was cancelled before this letter's turn)"
+    if state == "bounced":
+        return "bounced: the relay refused it permanently"
+    if state == "failed":
+        return f"failed: {reason}" if reason else f"failed after {attempts} attempts"
+    if state == "deferred":
+        return f"deferred by the relay, retrying at {next_at:%Y-%m-%d %H:%M} UTC" if next_at else "deferred, retrying"
+    if issue_status == "cancelled":
+        return "the issue was cancelled"
+    if issue_status in ("paused", "interrupted"):
+        return f"waiting: the issue is {issue_status}"
+    return "waiting for its turn"
+
+
+def recipient_timeline(q: str) -> tuple[list[TimelineRow], list]:
+    """One person's deliveries across issues, newest first, and the stop-lists they are in.
+    An address is matched by its key (any case or IDN variant finds the person); a phone
+    through the contact base."""
+    try:
+        kind, value = parse_item(q, "RU")
+    except ValueError:
+        kind, value = "email", q.strip().lower()
+    emails = [value] if kind == "email" else list(db.session.scalars(
+        sa.select(Contact.email_key).where(Contact.phone == value, Contact.email_key.is_not(None))))
+    d = deliveries
+    rows = db.session.execute(
+        sa.select(d.c.issue_id, Issue.subject, Issue.status, d.c.state, d.c.updated_at, d.c.sent_at,
+                  d.c.reply_code, d.c.reply_enhanced, d.c.reply_text, d.c.reason, d.c.attempts,
+                  d.c.next_attempt_at)
+        .join(Issue, Issue.id == d.c.issue_id).where(d.c.email_key.in_(emails))
+        .order_by(d.c.updated_at.desc().nulls_last(), d.c.id.desc()).limit(500)).all() if emails else []
+    timeline = [TimelineRow(r.issue_id, r.subject, r.status, r.state, r.sent_at or r.updated_at,
+                            f"{r.reply_code} {r.reply_enhanced or ''} {r.reply_text or ''}".strip() if r.reply_code else None,
+                            _why(r.state, r.reason, r.status, r.attempts, r.next_attempt_at)) for r in rows]
+    values = emails + ([value] if kind == "phone" else [])
+    stops = db.session.execute(sa.select(StopList.name, StopEntry.value, StopEntry.created_at, StopEntry.source)
+                               .join(StopList).where(StopEntry.value.in_(values))).all() if values else []
+    return timeline, stops

@@ -1,14 +1,85 @@
-"""Issue-row queries the engine runs many times a second: each reads one row by its
-primary key and nothing else."""
+"""Issue-row queries: the Outgoing list and its progress rows, and the ones the engine
+runs many times a second (each reads one row by its primary key and nothing else)."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from dataclasses import dataclass
+from datetime import datetime
 
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from .. import clock, queueing
+from ..enums import IssueStatus
 from ..extensions import db
-from ..models import Issue
+from ..models import Issue, utcnow
+from ..sending.policy import Spread
+from ..states import FINAL
 
 issues = Issue.__table__
+
+S = IssueStatus
+PAGE = 50
+
+# Outgoing's filters: the live ones together, each status, and the finished tabs.
+OUTGOING_FILTERS = {
+    "": None,  # everything not final
+    "draft": [S.DRAFT], "scheduled": [S.SCHEDULED], "moderation": [S.MODERATION],
+    "accepted": [S.ACCEPTED], "sending": [S.SENDING, S.STOPPING], "paused": [S.PAUSED],
+    "interrupted": [S.INTERRUPTED], "sent": [S.SENT], "cancelled": [S.CANCELLED],
+}
+
+
+def outgoing_page(status: str, page: int) -> tuple[list[Issue], bool]:
+    """One page of issues, newest first; keyset-free OFFSET is fine at 50 a page
+    thanks to the status index, and no delivery is touched."""
+    q = sa.select(Issue).options(so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)) \
+        .order_by(Issue.id.desc())
+    wanted = OUTGOING_FILTERS[status]
+    if wanted is None:
+        q = q.where(Issue.status.not_in([s.value for s in FINAL]))
+    else:
+        q = q.where(Issue.status.in_([s.value for s in wanted]))
+    rows = list(db.session.scalars(q.offset((page - 1) * PAGE).limit(PAGE + 1)))
+    return rows[:PAGE], len(rows) > PAGE
+
+
+@dataclass
+class Progress:
+    percent: int
+    sent: int
+    failed: int
+    suppressed: int
+    stopped: int
+    remaining: int
+    rate: float
+    eta_seconds: int | None
+    countdown: int | None  # seconds until an accepted issue starts
+    live: bool
+    next_portion_at: datetime | None = None
+
+
+def progress(issue: Issue) -> Progress:
+    """From the issue's counters (moved with the deliveries) and Redis' rate samples."""
+    r = queueing.rate(issue.id) if issue.status == S.SENDING else 0.0
+    remaining = issue.remaining
+    eta = int(remaining / r) if r > 0 and remaining else None
+    countdown = None
+    if issue.status == S.ACCEPTED and issue.send_at:
+        countdown = max(int((issue.send_at - utcnow()).total_seconds() + 0.999), 0)
+    return Progress(
+        percent=issue.percent, sent=issue.sent_count,
+        failed=issue.bounced_count + issue.failed_count, suppressed=issue.suppressed_count,
+        stopped=issue.stopped_count, remaining=remaining, rate=round(r, 1), eta_seconds=eta,
+        countdown=countdown, live=issue.status in (S.ACCEPTED, S.SENDING, S.STOPPING),
+        next_portion_at=_next_portion(issue) if issue.status in (S.SENDING, S.PAUSED) else None,
+    )
+
+
+def _next_portion(issue: Issue) -> datetime | None:
+    """When a spread issue's next portion leaves (no query: the row polls this)."""
+    spread = Spread.of(issue)
+    return spread.next_at(clock.now()) if spread else None
 
 
 def status_of(issue_id: int) -> str | None:

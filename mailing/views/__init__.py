@@ -17,8 +17,8 @@ from .. import errors
 from ..enums import Role
 from ..extensions import db
 from ..models import Issue
-from ..queries import progress
 from ..states import LABELS, IssueStatus, available_actions
+from ..store.issues import progress
 from . import (
     access,
     api,

@@ -12,12 +12,13 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import lifecycle, queries, stoplists
+from .. import lifecycle, stoplists
 from ..complaints import ComplaintError, handle_arf
 from ..errors import error
 from ..extensions import csrf, db
 from ..models import ApiToken, Issue, StopList, utcnow
 from ..states import IssueNotFound, available_actions
+from ..store import issues as issue_rows
 from .access import EDITORS, READERS
 from .params import is_id, page_arg
 
@@ -64,7 +65,7 @@ def api(*roles: str):
 
 
 def issue_json(issue: Issue) -> dict[str, Any]:
-    p = queries.progress(issue)
+    p = issue_rows.progress(issue)
     return {
         "id": issue.id, "subject": issue.subject, "status": issue.status,
         "status_reason": issue.status_reason, "sender_id": issue.sender_id, "list_id": issue.list_id,
@@ -93,10 +94,10 @@ def _issue(issue_id: int) -> Issue:
 @api(*READERS)
 def list_issues() -> Any:
     status = request.args.get("status", "")
-    if status not in queries.OUTGOING_FILTERS:
+    if status not in issue_rows.OUTGOING_FILTERS:
         return error(400, "status", f"Unknown status filter {status!r}.")
     page = page_arg()  # 400 {"error": "page"} unless 1..MAX_PAGE in ASCII digits
-    rows, has_next = queries.outgoing_page(status, page)
+    rows, has_next = issue_rows.outgoing_page(status, page)
     return jsonify(issues=[issue_json(i) for i in rows], page=page, has_next=has_next)
 
 

@@ -21,11 +21,12 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange
 
-from .. import accounts, lifecycle, queries, settings
+from .. import accounts, lifecycle, settings
 from ..extensions import db
 from ..models import Delivery, Issue, JournalEvent, Role, Sender, User
 from ..sending.letter import clean_header_value
 from ..states import record
+from ..store import deliveries
 from .access import READERS, roles
 
 bp = Blueprint("moderation", __name__)
@@ -73,7 +74,7 @@ def reject(issue_id: int) -> Any:
 def lookup() -> Any:
     """Everything that happened to one person: every issue they were in, and why."""
     q = (request.args.get("q") or "").strip()[:254]
-    timeline, stops = queries.recipient_timeline(q) if q else ([], [])
+    timeline, stops = deliveries.recipient_timeline(q) if q else ([], [])
     return render_template("moderation/lookup.html", q=q, timeline=timeline, stops=stops)
 
 

@@ -28,7 +28,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
-from .. import contacts, lifecycle, queries, queueing, settings, states
+from .. import contacts, lifecycle, queueing, settings, states
 from ..addresses import needs_smtputf8, wire_address
 from ..errors import BadParameter, error
 from ..extensions import db
@@ -43,6 +43,10 @@ from ..sending.letter import (
 )
 from ..sending.runner import build_letter, relay_config
 from ..sending.transport import NoSmtpUtf8, RelayUnavailable, SmtpConnection
+from ..store import contacts as audience
+from ..store import deliveries
+from ..store import issues as issue_rows
+from ..store import journal as journal_rows
 from ..unsubscribe import test_unsubscribe_url
 from .access import EDITORS, READERS, roles
 from .params import arg_int, page_arg
@@ -149,11 +153,11 @@ class LaunchForm(FlaskForm):
 def index() -> Any:
     status = request.args.get("status") or ""
     page = page_arg()
-    if status and status not in queries.OUTGOING_FILTERS:
+    if status and status not in issue_rows.OUTGOING_FILTERS:
         abort(404)
-    rows, has_next = queries.outgoing_page(status, page)
+    rows, has_next = issue_rows.outgoing_page(status, page)
     return render_template("outgoing/index.html", issues=rows, status=status, page=page,
-                           has_next=has_next, filters=queries.OUTGOING_FILTERS)
+                           has_next=has_next, filters=issue_rows.OUTGOING_FILTERS)
 
 
 @bp.get("/issues/<int:issue_id>/row")
@@ -168,7 +172,7 @@ def row(issue_id: int) -> Any:
                                options=[so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)])
         if issue is None:
             abort(404)
-        html = render_template("outgoing/_issue_row.html", issue=issue, progress=queries.progress(issue))
+        html = render_template("outgoing/_issue_row.html", issue=issue, progress=issue_rows.progress(issue))
         queueing.cache_row(issue_id, variant, html)
     return html
 
@@ -196,7 +200,7 @@ def new() -> Any:
 @roles(*EDITORS)
 def edit(issue_id: int) -> Any:
     issue = db.get_or_404(Issue, issue_id)
-    locked = queries.edit_lock_reason(issue)
+    locked = lifecycle.edit_lock_reason(issue)
     form = IssueForm(obj=issue)
     form.fill_choices()
     if request.method == "GET":
@@ -225,25 +229,25 @@ def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: in
     """The issue page; `launch_form` carries a refused launch's errors beside its fields."""
     issue = db.get_or_404(Issue, issue_id)
     tab = request.args.get("tab", "details")
-    ctx: dict[str, Any] = {"issue": issue, "tab": tab, "progress": queries.progress(issue),
+    ctx: dict[str, Any] = {"issue": issue, "tab": tab, "progress": issue_rows.progress(issue),
                            "test_form": TestForm(), "launch_form": launch_form or LaunchForm(),
-                           "locked": queries.edit_lock_reason(issue)}
+                           "locked": lifecycle.edit_lock_reason(issue)}
     if tab == "details":
-        ctx["journal"] = queries.issue_journal(issue.id)
+        ctx["journal"] = journal_rows.issue_journal(issue.id)
         if issue.status in ("draft", "scheduled"):
-            ctx["preview_audience"] = queries.audience_preview(issue)
+            ctx["preview_audience"] = audience.audience_preview(issue)
     elif tab == "responses":
-        ctx["groups"] = queries.reply_groups(issue.id)
+        ctx["groups"] = deliveries.reply_groups(issue.id)
         code = arg_int("code", minimum=0, maximum=999)  # an SMTP reply code
         q = (request.args.get("q") or "").strip()[:254]
         page = page_arg()
         if code is not None or q:
-            ctx["recipients"], ctx["has_next"] = queries.reply_recipients(
+            ctx["recipients"], ctx["has_next"] = deliveries.reply_recipients(
                 issue.id, code=code, enhanced=request.args.get("enhanced") or None, q=q, page=page)
         ctx.update(code=code, enhanced=request.args.get("enhanced") or "", q=q, page=page)
     elif tab == "report":
-        ctx["by_state"] = queries.delivery_states(issue.id)
-        ctx["per_minute"] = queries.sent_per_minute(issue.id)
+        ctx["by_state"] = deliveries.delivery_states(issue.id)
+        ctx["per_minute"] = deliveries.sent_per_minute(issue.id)
     else:
         abort(404)
     return render_template("outgoing/show.html", **ctx), status
@@ -334,7 +338,7 @@ def act(issue_id: int, action: str) -> Any:
     db.session.expire_all()
     issue = db.session.get(Issue, issue_id)
     if request.htmx:
-        return render_template("outgoing/_issue_row.html", issue=issue, progress=queries.progress(issue))
+        return render_template("outgoing/_issue_row.html", issue=issue, progress=issue_rows.progress(issue))
     return redirect(request.referrer or url_for("outgoing.index"))
 
 
@@ -350,9 +354,9 @@ def journal() -> Any:
         issue = arg_int("issue")
     except BadParameter as exc:  # shown next to the filter field, not as a bare error page
         issue, errors["issue"] = None, exc.message
-    events, has_next = ([], False) if errors else queries.journal_page(
+    events, has_next = ([], False) if errors else journal_rows.journal_page(
         page=page, issue=issue, actor=filters["actor"], event=filters["event"])
     return render_template("outgoing/journal.html", events=events, page=page, has_next=has_next,
                            filters=filters, errors=errors,
-                           event_types=queries.journal_event_types()), 400 if errors else 200
+                           event_types=journal_rows.journal_event_types()), 400 if errors else 200
 
