@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models import Contact, Issue, StopEntry, StopList, list_members
+from . import among
 from .stoplists import applies_to_sender
 
 
@@ -16,7 +17,7 @@ def letter_values(contact_ids: list[int], wanted: set[str]) -> dict[int, dict[st
     if not contact_ids:
         return {}
     rows = db.session.execute(sa.select(Contact.id, Contact.phone, Contact.attributes)
-                              .where(Contact.id.in_(contact_ids))).all()
+                              .where(among(Contact.id, contact_ids))).all()
     out: dict[int, dict[str, str]] = {}
     for cid, phone, attrs in rows:
         values = {k: str(v) for k, v in (attrs or {}).items() if k in wanted and v is not None}

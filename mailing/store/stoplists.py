@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 
 from ..extensions import db
 from ..models import StopEntry, StopList
+from . import among
 
 entries = StopEntry.__table__
 lists = StopList.__table__
@@ -56,10 +57,21 @@ def suppressed_among(keys: list[str], sender_id: int | None) -> dict[str, str]:
     rows = db.session.execute(
         sa.select(entries.c.value, lists.c.name)
         .join_from(entries, lists, lists.c.id == entries.c.list_id)
-        .where(entries.c.value.in_(set(keys)), applies_to_sender(sender_id))
+        .where(among(entries.c.value, sorted(set(keys))), applies_to_sender(sender_id))
         .order_by(lists.c.id)
     ).all()
     found: dict[str, str] = {}
     for value, name in rows:
         found.setdefault(value, name)
     return found
+
+
+def entries_holding(values: list[str]) -> list[tuple[StopList, StopEntry]]:
+    """Every stop-list entry for these address keys or phones, with its list, whoever
+    it applies to (the contact card and the recipient lookup show them all; per-sender
+    entries name their sender). One probe per value into ix_stop_entries_value."""
+    if not values:
+        return []
+    return [(stop, entry) for stop, entry in db.session.execute(
+        sa.select(StopList, StopEntry).join(StopEntry, StopEntry.list_id == StopList.id)
+        .where(StopEntry.value.in_(values)).order_by(StopList.id, StopEntry.id)).all()]

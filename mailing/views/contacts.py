@@ -20,6 +20,7 @@ from ..addresses import EmailNotValidError, normalise_key
 from ..errors import error, forbidden
 from ..extensions import db
 from ..models import Contact, ContactImport, ContactList, Issue, StopEntry, StopList, list_members
+from ..store import stoplists as stop_rows
 from .access import EDITORS, READERS, roles
 from .params import arg_int, form_int
 
@@ -96,8 +97,7 @@ def card(contact_id: int) -> Any:
             flash(_("Saved."))
             return redirect(url_for("contacts.card", contact_id=contact.id))
     values = [v for v in (contact.email_key, contact.phone) if v]
-    in_lists = db.session.execute(sa.select(StopList, StopEntry).join(StopEntry)
-                                  .where(StopEntry.value.in_(values))).all() if values else []
+    in_lists = stop_rows.entries_holding(values)
     lists = db.session.scalars(sa.select(ContactList).join(list_members)
                                .where(list_members.c.contact_id == contact.id)).all()
     all_stoplists = db.session.scalars(sa.select(StopList).order_by(StopList.id)).all()
