@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models import Contact, Issue, StopEntry, StopList, list_members
+from ..models import Contact, ContactImport, Issue, StopEntry, StopList, list_members
 from . import among
 from .stoplists import applies_to_sender
 
@@ -53,3 +53,19 @@ def audience_preview(issue: Issue) -> dict:
         .where(list_members.c.list_id == issue.list_id)) or 0
     return {"members": members, "excluded": excluded, "recipients": members - blocked_any,
             "international": international}
+
+
+def members_page(list_id: int, before: int | None, size: int) -> list[Contact]:
+    """One page of a list, newest first, keyset-paged by contact id (`before`): the
+    same cost on the last page of a million as on the first. One row more than
+    `size` says whether a next page exists."""
+    stmt = (sa.select(Contact).join(list_members, list_members.c.contact_id == Contact.id)
+            .where(list_members.c.list_id == list_id).order_by(Contact.id.desc()).limit(size + 1))
+    if before:
+        stmt = stmt.where(Contact.id < before)
+    return list(db.session.scalars(stmt))
+
+
+def recent_imports(list_id: int, limit: int = 10) -> list[ContactImport]:
+    return list(db.session.scalars(sa.select(ContactImport).where(ContactImport.list_id == list_id)
+                                   .order_by(ContactImport.id.desc()).limit(limit)))

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from .. import clock, queueing
-from ..enums import IssueStatus
+from ..enums import DeliveryState, IssueStatus
 from ..extensions import db
-from ..models import Issue, utcnow
+from ..models import Delivery, Issue, JournalEvent, User, utcnow
 from ..sending.policy import Spread
 from ..states import FINAL
 
@@ -94,3 +95,22 @@ def done_count(issue_id: int) -> int:
     return db.session.execute(
         sa.select(c.sent_count + c.bounced_count + c.failed_count + c.suppressed_count + c.stopped_count)
         .where(c.id == issue_id)).scalar_one()
+
+
+def moderation_queue() -> list[dict[str, Any]]:
+    """Held issues, oldest first, each with the rules it failed (from its latest `hold`
+    journal row), the first ten recipients and who launched it. A handful of issues
+    wait at a time: three small indexed reads each."""
+    held = db.session.scalars(sa.select(Issue).where(Issue.status == IssueStatus.MODERATION)
+                              .order_by(Issue.updated_at, Issue.id)).all()
+    items = []
+    for issue in held:
+        hold = db.session.scalar(sa.select(JournalEvent).where(
+            JournalEvent.issue_id == issue.id, JournalEvent.event == "hold").order_by(JournalEvent.id.desc()).limit(1))
+        sample = db.session.execute(sa.select(Delivery.email, Delivery.name).where(
+            Delivery.issue_id == issue.id, Delivery.state == DeliveryState.PENDING)
+            .order_by(Delivery.id).limit(10)).all()
+        launcher = db.session.get(User, issue.launched_by_id) if issue.launched_by_id else None
+        items.append({"issue": issue, "failures": (hold.details or {}).get("failed_rules", []) if hold else [],
+                      "sample": sample, "launcher": launcher})
+    return items

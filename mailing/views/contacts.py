@@ -20,6 +20,7 @@ from ..addresses import EmailNotValidError, normalise_key
 from ..errors import error, forbidden
 from ..extensions import db
 from ..models import Contact, ContactImport, ContactList, Issue, StopEntry, StopList, list_members
+from ..store import contacts as contact_rows
 from ..store import stoplists as stop_rows
 from .access import EDITORS, READERS, roles
 from .params import arg_int, form_int
@@ -181,13 +182,8 @@ def list_show(list_id: int) -> Any:
 def _list_page(lst: ContactList, rename_form: ListForm | None = None, status: int = 200) -> Any:
     """A list's page; `rename_form` carries a refused rename's errors beside the name."""
     before = arg_int("before")
-    stmt = (sa.select(Contact).join(list_members).where(list_members.c.list_id == lst.id)
-            .order_by(Contact.id.desc()).limit(51))
-    if before:
-        stmt = stmt.where(Contact.id < before)
-    rows = list(db.session.scalars(stmt))
-    imports = db.session.scalars(sa.select(ContactImport).where(ContactImport.list_id == lst.id)
-                                 .order_by(ContactImport.id.desc()).limit(10)).all()
+    rows = contact_rows.members_page(lst.id, before, 50)
+    imports = contact_rows.recent_imports(lst.id)
     return render_template("contacts/list.html", lst=lst, rows=rows[:50],
                            next_before=rows[49].id if len(rows) > 50 else None, imports=imports,
                            rename_form=rename_form or ListForm(name=lst.name), import_form=ImportForm(),

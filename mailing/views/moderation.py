@@ -23,10 +23,11 @@ from wtforms.validators import DataRequired, Email, Length, NumberRange
 
 from .. import accounts, lifecycle, settings
 from ..extensions import db
-from ..models import Delivery, Issue, JournalEvent, Role, Sender, User
+from ..models import Issue, Role, Sender, User
 from ..sending.letter import clean_header_value
 from ..states import record
 from ..store import deliveries
+from ..store.issues import moderation_queue
 from .access import READERS, roles
 
 bp = Blueprint("moderation", __name__)
@@ -37,17 +38,7 @@ MODERATORS = (Role.ADMIN, Role.MODERATOR)
 @roles(*READERS)
 def queue() -> Any:
     """Held issues, oldest first, with the rules they failed and a sample of recipients."""
-    held = db.session.scalars(sa.select(Issue).where(Issue.status == "moderation")
-                              .order_by(Issue.updated_at, Issue.id)).all()
-    items = []
-    for issue in held:
-        hold = db.session.scalar(sa.select(JournalEvent).where(
-            JournalEvent.issue_id == issue.id, JournalEvent.event == "hold").order_by(JournalEvent.id.desc()).limit(1))
-        sample = db.session.execute(sa.select(Delivery.email, Delivery.name).where(
-            Delivery.issue_id == issue.id, Delivery.state == "pending").order_by(Delivery.id).limit(10)).all()
-        launcher = db.session.get(User, issue.launched_by_id) if issue.launched_by_id else None
-        items.append({"issue": issue, "failures": (hold.details or {}).get("failed_rules", []) if hold else [],
-                      "sample": sample, "launcher": launcher})
+    items = moderation_queue()
     return render_template("moderation/queue.html", items=items)
 
 
