@@ -270,7 +270,7 @@ class SendLoop:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._tokens, self._token_wait = 0, 0.0
+        self._tokens, self._token_wait, self._token_second = 0, 0.0, 0
 
     # --- called from the runner's thread --------------------------------------
 
@@ -312,13 +312,19 @@ class SendLoop:
         """The next claimed recipient, if the rate cap leaves a token for it."""
         if not self.work:
             return None
-        if self.rate_limit and self._tokens <= 0:
-            if time.monotonic() < self._token_wait:
-                return None
-            self._tokens = self.take_tokens(self.concurrency)
+        if self.rate_limit:
+            second = int(time.time())
+            if second != self._token_second:
+                # Tokens are for one second's window: what is left of the last one is
+                # not spent in this one, where the other runners count from zero.
+                self._tokens, self._token_second = 0, second
             if self._tokens <= 0:
-                self._token_wait = float(int(time.time()) + 1) - time.time() + time.monotonic()
-                return None
+                if time.monotonic() < self._token_wait:
+                    return None
+                self._tokens = self.take_tokens(self.concurrency)
+                if self._tokens <= 0:
+                    self._token_wait = float(second + 1) - time.time() + time.monotonic()
+                    return None
         try:
             item = self.work.popleft()
         except IndexError:
