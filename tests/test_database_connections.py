@@ -14,13 +14,16 @@ pytestmark = pytest.mark.skipif(BACKEND != "postgresql", reason="SQLite has no s
 
 def _terminate_others(url: str) -> int:
     """Ask the server to end every other connection to this database (a restart, as the
-    pool sees it); how many it ended."""
+    pool sees it) and wait until they are gone (ending is asynchronous); how many ended."""
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as c:
-            return c.execute(sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+            pids = list(c.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")).scalars())
+            for pid in pids:
+                c.execute(sa.text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+            return len(pids)
     finally:
         admin.dispose()
 
