@@ -36,7 +36,7 @@ def tick() -> dict[str, int]:
         sending = db.session.execute(
             sa.select(Issue.id).where(Issue.status == S.SENDING)).scalars().all()
         for issue_id in sending:
-            live = r.zcount(queueing.runners_key(issue_id), time.time(), "+inf")
+            live = queueing.live_runners(issue_id)
             if live:
                 continue
             due = deliveries.due_count(issue_id, now)
