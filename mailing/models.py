@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -136,6 +136,11 @@ class Sender(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     name: so.Mapped[str] = so.mapped_column(sa.String(200))
     email: so.Mapped[str] = so.mapped_column(sa.String(254), unique=True)
+    # The sender's own relay (mailing/relays.py); NULL: the default relay (SMTP_URL). The URL
+    # with its credentials is sealed (mailing/secretbox.py) and never shown back.
+    relay_url_sealed: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    relay_tls: so.Mapped[str | None] = so.mapped_column(sa.String(16))  # starttls | tls | none
+    relay_rate_per_second: so.Mapped[int | None]  # the own relay's cap; NULL: the global setting
 
     @property
     def domain(self) -> str:
@@ -356,3 +361,49 @@ class StopListImport(UploadJob, db.Model):
     lines: so.Mapped[int] = so.mapped_column(default=0)
     added: so.Mapped[int] = so.mapped_column(default=0)
     already: so.Mapped[int] = so.mapped_column(default=0)
+
+
+class DomainGroup(db.Model):
+    """Receiving domains paced together (one mailbox provider), and their limit per
+    relay. The catch-all row ("everyone else") has no domains: its limit applies to
+    each other domain on its own."""
+
+    __tablename__ = "domain_groups"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(60), unique=True)
+    # One per line: a domain ("gmail.com") or a name with any suffix ("hotmail.*").
+    domains: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    rate_per_second: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)  # 0: no limit
+    catch_all: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    position: so.Mapped[int] = so.mapped_column(default=0)
+
+
+class SenderWarmup(db.Model):
+    """A new sender's daily cap: `start` letters on the first day, × `factor` each day."""
+
+    __tablename__ = "sender_warmups"
+    sender_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("senders.id", ondelete="CASCADE"), primary_key=True)
+    start: so.Mapped[int] = so.mapped_column(default=500)
+    factor: so.Mapped[float] = so.mapped_column(sa.Float, default=1.5)
+    started_on: so.Mapped[date]
+
+
+class DkimKey(db.Model):
+    """A DKIM signing key of one sender domain (mailing/dkim.py). Letters are signed with the
+    domain's active key of each algorithm; a new key waits inactive until its DNS record is
+    published and an admin switches to it. The private key is sealed (mailing/secretbox.py)
+    and never shown back; the public key is what the TXT record publishes."""
+
+    __tablename__ = "dkim_keys"
+    __table_args__ = (
+        sa.UniqueConstraint("domain", "selector", name="uq_dkim_keys_domain_selector"),
+        sa.Index("ix_dkim_keys_domain_active", "domain", "active"),
+    )
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    domain: so.Mapped[str] = so.mapped_column(sa.String(253))  # lowercase, IDNA A-label
+    selector: so.Mapped[str] = so.mapped_column(sa.String(63))
+    algorithm: so.Mapped[str] = so.mapped_column(sa.String(16))  # rsa-sha256 | ed25519-sha256
+    private_key_sealed: so.Mapped[str] = so.mapped_column(sa.Text)
+    public_key: so.Mapped[str] = so.mapped_column(sa.Text)  # base64, the record's p= value
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    active: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())

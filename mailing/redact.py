@@ -52,21 +52,32 @@ def remember(config: Mapping[str, Any]) -> None:
         found.add(key)
     for name in _CONFIG_URLS:
         url = config.get(name)
-        if not isinstance(url, str):
-            continue
-        user, password = _credentials(url)
-        if not password:
-            continue
-        for pw in {password, unquote(password)}:
-            found.update({pw, quote(pw, safe=""), quote(pw)})
-            # The pieces a URL parser makes of a password holding an unencoded delimiter
-            # (a "#" starts a fragment, a ":" a port), which its errors then quote.
-            found.update(re.split(r"[#/?@:\[\]]", pw))
-            if name == "SMTP_URL":  # what AUTH PLAIN and AUTH LOGIN put on the wire
-                plain_user = unquote(user)
-                found.add(base64.b64encode(f"\0{plain_user}\0{pw}".encode()).decode())
-                found.add(base64.b64encode(pw.encode()).decode())
+        if isinstance(url, str):
+            found.update(_url_secrets(url, smtp=name == "SMTP_URL"))
     _secrets.update(s for s in found if len(s) >= _MIN_SECRET)
+
+
+def remember_relay(url: str) -> None:
+    """Learn the password of a relay URL kept outside the configuration (a sender's own
+    relay, unsealed from the database when a runner or a test letter needs it)."""
+    _secrets.update(s for s in _url_secrets(url, smtp=True) if len(s) >= _MIN_SECRET)
+
+
+def _url_secrets(url: str, smtp: bool) -> set[str]:
+    found: set[str] = set()
+    user, password = _credentials(url)
+    if not password:
+        return found
+    for pw in {password, unquote(password)}:
+        found.update({pw, quote(pw, safe=""), quote(pw)})
+        # The pieces a URL parser makes of a password holding an unencoded delimiter
+        # (a "#" starts a fragment, a ":" a port), which its errors then quote.
+        found.update(re.split(r"[#/?@:\[\]]", pw))
+        if smtp:  # what AUTH PLAIN and AUTH LOGIN put on the wire
+            plain_user = unquote(user)
+            found.add(base64.b64encode(f"\0{plain_user}\0{pw}".encode()).decode())
+            found.add(base64.b64encode(pw.encode()).decode())
+    return found
 
 
 def redact(text: Any, *urls: str) -> Any:

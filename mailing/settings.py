@@ -14,6 +14,10 @@ DEFAULTS: dict[str, Any] = {
     "default_portion_size": 0,  # spread defaults for new issues: N recipients ...
     "default_portion_minutes": 0,  # ... every M minutes (0: send all at once)
     "relay_rate_per_second": 0,
+    # A receiving-domain group slowed by deferrals starts to recover after this quiet
+    # period, then climbs back by a quarter every step (sending/pacer.py).
+    "pacing_quiet_seconds": 60,
+    "pacing_step_seconds": 10,
     "per_sender_unsubscribe": False,  # unsubscribes stop only the sender's letters
     # The automatic pre-send check (an issue failing any rule waits for a moderator).
     "moderation_growth_factor": 3.0,  # audience > factor × the largest of the sender's last 5

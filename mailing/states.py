@@ -128,22 +128,27 @@ def lock_for(issue_id: int, action: str) -> str:
     return status
 
 
-# The status reason of a Sending issue whose relay is being waited for.
+# Status reasons of a Sending issue that is waiting for something: its relay, a
+# slowed receiving domain, its sender's warm-up cap for the day.
 RELAY_WAIT = "waiting for the relay: "
+PACED = "paced: "
+WARMUP = "warm-up: "
+WAITS = (RELAY_WAIT, PACED, WARMUP)
 
 
-def note_relay_wait(issue_id: int, waiting: str | None) -> None:
-    """While the connections wait out a relay failure the issue stays Sending and its
-    status reason says so (the row, the issue page, the API); the reason goes once a
-    letter is answered again. Not a transition: no journal row, and only a Sending
-    issue's reason changes. Commits (the runner calls it between its own transactions)."""
+def note_wait(issue_id: int, waiting: str | None) -> None:
+    """While a Sending issue waits (`waiting` starts with one of WAITS) its status reason
+    says so (the row, the issue page, the API); the reason goes once the wait is over.
+    Not a transition: no journal row, and only a Sending issue's reason changes. Commits
+    (the runner calls it between its own transactions)."""
     issues = Issue.__table__
     c = issues.c
     sending = sa.and_(c.id == issue_id, c.status == IssueStatus.SENDING)
     if waiting is not None:
-        stmt = sa.update(issues).where(sending).values(status_reason=redact(RELAY_WAIT + waiting)[:1000])
+        stmt = sa.update(issues).where(sending).values(status_reason=redact(waiting)[:1000])
     else:
-        stmt = sa.update(issues).where(sending, c.status_reason.like(RELAY_WAIT + "%")).values(status_reason=None)
+        stmt = sa.update(issues).where(sending, sa.or_(*(c.status_reason.like(w + "%") for w in WAITS))) \
+            .values(status_reason=None)
     db.session.execute(stmt)
     db.session.info.setdefault(CHANGED, set()).add(issue_id)  # drop the cached row
     db.session.commit()

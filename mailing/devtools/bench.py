@@ -26,6 +26,7 @@ import redis
 import sqlalchemy as sa
 from flask.cli import AppGroup
 
+from . import bench_dkim
 from .launcher import descendants, signal_tree, stop_tree, web_command
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: flask and gunicorn find app.py there
@@ -89,10 +90,14 @@ def _peak_rss_kb(pid: int | str) -> int:
 class Sink:
     """postfix's smtp-sink (counts only) or an aiosmtpd sink (counts per recipient)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, throttle: tuple[str, int] | None = None):
+        """`throttle` (aiosmtpd only): (domain, letters per second) past which that
+        domain's recipients get 421 4.7.0, as a mailbox provider defers a fast sender."""
         self.port = _free_port()
         self.kind = kind
+        self.deferred = 0
         self.per_rcpt: Counter[str] = Counter()
+        self.per_rcpt_order: list[str] = []  # aiosmtpd: each letter's recipient, in step with `times`
         self.times: list[float] = []
         self._count = 0
         self._lock = threading.Lock()
@@ -108,13 +113,27 @@ class Sink:
             from aiosmtpd.controller import Controller
 
             sink = self
+            accepted: list[float] = []  # the throttled domain's acceptances in the last second
 
             class Handler:
+                async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+                    if throttle is not None and address.endswith("@" + throttle[0]):
+                        now = time.time()
+                        while accepted and accepted[0] < now - 1:
+                            accepted.pop(0)
+                        if len(accepted) >= throttle[1]:
+                            sink.deferred += 1
+                            return "421 4.7.0 Try again later: too many messages, slow down"
+                        accepted.append(now)
+                    envelope.rcpt_tos.append(address)
+                    return "250 2.1.5 OK"
+
                 async def handle_DATA(self, server, session, envelope):  # noqa: N802
                     now = time.time()
                     with sink._lock:
                         for r in envelope.rcpt_tos:
                             sink.per_rcpt[r] += 1
+                            sink.per_rcpt_order.append(r)
                             sink.times.append(now)
                     return "250 2.0.0 Ok"
 
@@ -148,6 +167,7 @@ class Sink:
     def reset(self) -> None:
         with self._lock:
             self.per_rcpt.clear()
+            self.per_rcpt_order.clear()
             self.times.clear()
 
     def close(self) -> None:
@@ -163,7 +183,8 @@ class Stack:
     the temp dir, or with --database postgresql a fresh database on a throw-away cluster
     (on BENCH_DATABASE_URL's server when it is set), dropped at the end."""
 
-    def __init__(self, sink_kind: str, env_extra: dict[str, str] | None = None):
+    def __init__(self, sink_kind: str, env_extra: dict[str, str] | None = None,
+                 throttle: tuple[str, int] | None = None):
         from .pgcluster import Cluster, FreshDatabase
 
         self.dir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
@@ -188,7 +209,7 @@ class Stack:
                 break
             except (redis.ConnectionError, FileNotFoundError):
                 time.sleep(0.05)
-        self.sink = Sink(sink_kind) if sink_kind else None
+        self.sink = Sink(sink_kind, throttle) if sink_kind else None
         self.env = {
             **os.environ,
             "DATABASE_URL": db_url,
@@ -257,10 +278,20 @@ class Stack:
 FIELD_VALUES = ["Санкт-Петербург", "Gold plan", "2026-12-01", "Team Orange", "ivan.petrov", "42"]
 
 
-def seed_issue(n: int, body: str = BODY, fields: int = 0) -> int:
+def bench_domain(i: int, domains: list[str] | None) -> str:
+    """Recipient i's domain: the first of `domains` gets every tenth recipient (the one
+    a throttling bench defers), the others share the rest in turn."""
+    if not domains:
+        return "bench.test"
+    if len(domains) == 1 or i % 10 == 0:
+        return domains[0]
+    return domains[1 + (i // 10 * 9 + i % 10 - 1) % (len(domains) - 1)]
+
+
+def seed_issue(n: int, body: str = BODY, fields: int = 0, domains: list[str] | None = None) -> int:
     """n contacts in one list and a draft issue to them, inserted in bulk. With `fields`,
     each contact has that many custom fields, the body names each of them and the
-    subject is personalised too."""
+    subject is personalised too; with `domains`, recipients are spread over them."""
     from mailing.extensions import db
     from mailing.models import Contact, ContactList, Issue, Sender, list_members
     from mailing.stoplists import ensure_system_lists
@@ -272,7 +303,7 @@ def seed_issue(n: int, body: str = BODY, fields: int = 0) -> int:
     db.session.flush()
     step = 50_000
     for start in range(0, n, step):
-        rows = [{"id": i + 1, "email": f"r{i:07d}@bench.test", "name": "Анна Reader" if i % 3 else f"Reader {i}",
+        rows = [{"id": i + 1, "email": f"r{i:07d}@{bench_domain(i, domains)}", "name": "Анна Reader" if i % 3 else f"Reader {i}",
                  "attributes": {f"field{f}": f"{FIELD_VALUES[f % len(FIELD_VALUES)]} {i % 97}"
                                 for f in range(1, fields + 1)}} for i in range(start, min(start + step, n))]
         db.session.execute(sa.insert(Contact), rows)
@@ -342,7 +373,9 @@ def _reference_worker(args: tuple[int, int, int, int]) -> int:
     messages = [(f"r{(seed + i):07d}@bench.test",
                  (f"From: news@bench.test\r\nTo: r{i}@bench.test\r\nSubject: Bench\r\n"
                   f"Message-ID: <{seed}.{i}@bench.test>\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
-                  + BODY.replace("{{ name }}", f"Reader {i}") + "\r\n").encode()) for i in range(500)]
+                  # a line per paragraph: SMTP's 1,000-octet line limit holds, as in our letters
+                  + BODY.replace("{{ name }}", f"Reader {i}").replace("</p>", "</p>\r\n") + "\r\n").encode())
+                for i in range(500)]
     share = [count // threads + (1 if t < count % threads else 0) for t in range(threads)]
 
     def run(n: int) -> None:
@@ -373,22 +406,21 @@ def emit(result: dict[str, Any]) -> None:
     click.echo(json.dumps({**result, "database": _choice["database"]}))
 
 
-@bench.command("send")
-@click.option("--recipients", default=200_000, type=int)
-@click.option("--workers", default=2, type=int)
-@click.option("--concurrency", default=8, type=int)
-@click.option("--sink", "sink_kind", type=click.Choice(["smtp-sink", "aiosmtpd"]), default=None)
-@click.option("--fields", default=0, type=int, help="custom contact fields in the letter (and a personalised subject)")
-def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str | None, fields: int) -> None:
-    """Throughput of the real launch path against a sink on loopback, and a reference client."""
-    sink_kind = sink_kind or ("smtp-sink" if _sink_binary() else "aiosmtpd")
+def _send_run(recipients: int, workers: int, concurrency: int, sink_kind: str, fields: int,
+              domains: list[str] | None, pacing: bool, throttle: tuple[str, int] | None,
+              reference: bool, dkim: bool = False) -> dict[str, Any]:
+    """One launch of a seeded issue through real workers to the sink; with `reference`,
+    then the plain client against the same sink."""
     stack = Stack(sink_kind, {"SEND_CONCURRENCY": str(concurrency), "SEND_JOBS": str(workers),
-                              "SEND_CHUNK": "500", "LEASE_SECONDS": "60"})
+                              "SEND_CHUNK": "500", "LEASE_SECONDS": "60"}, throttle=throttle)
     try:
         with stack.app_context():
             from mailing import lifecycle
 
-            issue_id = seed_issue(recipients, fields=fields)
+            issue_id = seed_issue(recipients, fields=fields, domains=domains)
+            signing = bench_dkim.prepare(issue_id) if dkim else {}  # a key, and its in-process cost
+            if pacing:
+                _pace_every_domain(domains or ["bench.test"])
             stack.start_workers(workers)
             time.sleep(2)  # workers import and connect
             started = time.time()
@@ -396,20 +428,80 @@ def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str |
             _wait(issue_id, {"sent", "interrupted"}, 3600)
             seconds = time.time() - started
             audit = _audit(issue_id, stack.sink, recipients)
+            assert stack.sink is not None
             first, last = (stack.sink.times[0], stack.sink.times[-1]) if stack.sink.times else (0, 0)
+            result: dict[str, Any] = {"seconds": round(seconds, 2), "msgs_per_s": round(recipients / seconds),
+                                      **audit, "first_to_last_letter_s": round(last - first, 2)}
+            if stack.sink.kind == "aiosmtpd" and domains:
+                slow = domains[0] if domains else ""
+                with stack.sink._lock:
+                    others = [t for (r, t) in zip(stack.sink.per_rcpt_order, stack.sink.times, strict=False)
+                              if not r.endswith("@" + slow)]
+                result["others_msgs_per_s"] = round(len(others) / (max(others) - started)) if others else 0
+                result["deferred_at_sink"] = stack.sink.deferred
         stack._watch.clear()
-        assert stack.sink is not None
-        stack.sink.reset()
-        ref = reference_rate(stack.sink.port, workers, concurrency, recipients)
-        ours = recipients / seconds
-        emit({"recipients": recipients, "workers": workers, "concurrency": concurrency, "sink": sink_kind,
-              "fields": fields,
-              "seconds": round(seconds, 2), "msgs_per_s": round(ours), "reference_msgs_per_s": round(ref),
-              "ratio": round(ours / ref, 3), **audit,
-              "first_to_last_letter_s": round(last - first, 2),
-              "worker_peak_rss_mb": round(stack.peak_rss_kb / 1024, 1)})
+        result["worker_peak_rss_mb"] = round(stack.peak_rss_kb / 1024, 1)
+        if reference:
+            stack.sink.reset()
+            ref = reference_rate(stack.sink.port, workers, concurrency, recipients)
+            result["reference_msgs_per_s"] = round(ref)
+            result["ratio"] = round(recipients / seconds / ref, 3)
+        if dkim:
+            with stack.app_context():
+                result.update(signing, **bench_dkim.verify_sample(stack, issue_id, workers, _wait))
+        return result
     finally:
         stack.close()
+
+
+def _pace_every_domain(domains: list[str]) -> None:
+    """A group per domain with a limit above what this machine can send: what pacing
+    itself costs when it never has to wait."""
+    from mailing.extensions import db
+    from mailing.models import DomainGroup
+
+    for n, domain in enumerate(domains):
+        db.session.add(DomainGroup(name=f"bench {domain}", domains=domain, rate_per_second=50_000, position=100 + n))
+    db.session.commit()
+
+
+@bench.command("send")
+@click.option("--recipients", default=200_000, type=int)
+@click.option("--workers", default=2, type=int)
+@click.option("--concurrency", default=8, type=int)
+@click.option("--sink", "sink_kind", type=click.Choice(["smtp-sink", "aiosmtpd"]), default=None)
+@click.option("--fields", default=0, type=int, help="custom contact fields in the letter (and a personalised subject)")
+@click.option("--domains", default=0, type=int, help="spread the recipients over this many receiving domains")
+@click.option("--pacing", is_flag=True, help="a pacing group per domain, with a limit above the machine's speed")
+@click.option("--throttle-domain", default=None,
+              help="the sink defers this domain (a tenth of the recipients) past --throttle-rate letters/s")
+@click.option("--throttle-rate", default=500, type=int)
+@click.option("--dkim", is_flag=True, help="sign every letter (RSA-2048); then verify a sample at a capturing sink")
+def bench_send(recipients: int, workers: int, concurrency: int, sink_kind: str | None, fields: int,
+               domains: int, pacing: bool, throttle_domain: str | None, throttle_rate: int,
+               dkim: bool) -> None:
+    """Throughput of the real launch path against a sink on loopback, and a reference client.
+    With --throttle-domain, also an unthrottled run to compare the other domains with."""
+    names: list[str] | None = None
+    if domains or throttle_domain:
+        names = [f"d{n:02d}.bench.test" for n in range(max(domains, 2))]
+        if throttle_domain:
+            names[0] = throttle_domain
+    if throttle_domain:
+        sink_kind = "aiosmtpd"  # it answers per recipient; smtp-sink cannot defer one domain
+    sink_kind = sink_kind or ("smtp-sink" if _sink_binary() else "aiosmtpd")
+    head = {"recipients": recipients, "workers": workers, "concurrency": concurrency, "sink": sink_kind,
+            "fields": fields, "domains": len(names or []), "pacing": pacing, "dkim": dkim}
+    if not throttle_domain:
+        result = _send_run(recipients, workers, concurrency, sink_kind, fields, names, pacing, None, True, dkim)
+        emit({**head, **result})
+        return
+    calm = _send_run(recipients, workers, concurrency, sink_kind, fields, names, pacing, None, False)
+    result = _send_run(recipients, workers, concurrency, sink_kind, fields, names, pacing,
+                       (throttle_domain, throttle_rate), True)
+    emit({**head, "throttle_domain": throttle_domain, "throttle_rate": throttle_rate, **result,
+          "unthrottled_others_msgs_per_s": calm["others_msgs_per_s"],
+          "others_ratio": round(result["others_msgs_per_s"] / max(calm["others_msgs_per_s"], 1), 3)})
 
 
 @bench.command("pause")

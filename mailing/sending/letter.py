@@ -23,7 +23,7 @@ import hashlib
 import html
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -297,6 +297,8 @@ class Letter:
         self.tail_head = (
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n\r\n'
         ).encode()
+        # Applied to each finished letter: the DKIM signer of the sender's domain (mailing/dkim.py).
+        self.sign: Callable[[bytes], bytes] | None = None
 
     @property
     def custom_fields(self) -> set[str]:
@@ -378,7 +380,8 @@ class Letter:
             _fill_encoded(self.html_parts, values, True),
             b"--", b, b"--\r\n",
         ])
-        return mid, head + to + headers + self.tail_head + body
+        data = head + to + headers + self.tail_head + body
+        return mid, self.sign(data) if self.sign is not None else data
 
 
 # The fields of an issue that may hold placeholders, as the editor's form names them.

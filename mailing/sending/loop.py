@@ -10,8 +10,16 @@ at once, then with back-off, holding its letter: a relay restart or a network bl
 is ridden out (policy.Outage). Only when the relay has answered nothing for the
 whole window is the issue interrupted. Refused credentials interrupt at once.
 
+Claimed recipients wait in one queue per receiving-domain group (limits.Groups).
+A letter leaves when its group and the relay both have a token (pacer.py: smooth
+rates shared through Redis); a group that must wait is skipped, so the others keep
+going, and when its wait is longer than HOLD seconds its letters are handed back
+as deferred to that moment rather than kept under lease. A deferral that speaks of
+rate or reputation slows the group down (policy.throttled).
+
 The loop reports through a `Tally` the runner flushes: results to record, letters
-never started (given back), and the relay error that must interrupt the issue.
+never started (given back), letters held back for pacing, journal events, and the
+relay error that must interrupt the issue.
 """
 
 from __future__ import annotations
@@ -22,17 +30,20 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 from ..addresses import needs_smtputf8, wire_address
 from ..enums import DeliveryState as D
+from ..limits import Groups, Pace
 from ..models import utcnow
 from ..store.deliveries import Claimed, Result
 from ..unsubscribe import unsubscribe_url
 from .letter import Letter, LetterError, Recipient
-from .policy import ErrorStreak, Outage, Policy, judge
+from .pacer import FLOOR, Observed, Pacer
+from .policy import ErrorStreak, Outage, Policy, judge, throttled
 from .transport import (
     RelayAuthFailed,
     RelayConfig,
@@ -47,6 +58,13 @@ log = logging.getLogger(__name__)
 # Why a recipient with a non-ASCII local part got nothing, in words support can repeat.
 NO_SMTPUTF8 = "the relay does not accept internationalised addresses (no SMTPUTF8)"
 
+# A group that must wait longer than this (seconds) gives its queued letters back,
+# deferred to when it may send again, instead of keeping them under lease.
+HOLD = 2.0
+# How long a letter deferred by a throttling reply waits before it is due again
+# (its group's slower pace then decides when it actually leaves).
+THROTTLE_RETRY = 1.0
+
 
 @dataclass
 class Tally:
@@ -58,6 +76,9 @@ class Tally:
     relay_error: str | None = None  # why the issue must be interrupted
     relay_reply: str | None = None  # the failing reply or error behind relay_error
     relay_waiting: str | None = None  # the error the connections are waiting out, if any
+    held: list[tuple[int, Any]] = field(default_factory=list)  # (id, due at): paced back, not sent
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # journal rows to write
+    paced: str | None = None  # what the issue waits for while groups are slowed ("gmail.com 20/s")
 
     def add(self, result: Result) -> None:
         with self.lock:
@@ -76,6 +97,24 @@ class Tally:
         with self.lock:
             ids, self.unsent = self.unsent, []
         return ids
+
+    def hold(self, items: list[tuple[int, Any]]) -> None:
+        with self.lock:
+            self.held.extend(items)
+
+    def take_held(self) -> list[tuple[int, Any]]:
+        with self.lock:
+            items, self.held = self.held, []
+        return items
+
+    def event(self, name: str, details: dict[str, Any]) -> None:
+        with self.lock:
+            self.events.append((name, details))
+
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        with self.lock:
+            events, self.events = self.events, []
+        return events
 
     def fail_issue(self, error: str, reply: str) -> None:
         """The first error that must interrupt the issue wins; sending stops."""
@@ -253,14 +292,25 @@ class SendLoop:
 
     def __init__(self, *, letter: Letter, relay: RelayConfig, concurrency: int, policy: Policy,
                  work: deque[Claimed], fields: dict[int, dict[str, str]], base_url: str, secret: bytes,
-                 take_tokens: Callable[[int], int], tally: Tally):
+                 pacer: Pacer, groups: Groups, tally: Tally):
         self.letter, self.relay, self.policy = letter, relay, policy
         self.concurrency = concurrency
-        self.work, self.fields = work, fields
+        self.work, self.fields = work, fields  # `work`: the runner's claims, sorted into groups here
         self.base_url, self.secret = base_url, secret
-        self.take_tokens = take_tokens
-        self.rate_limit = 0  # letters per second over every runner; 0: none (the runner updates it)
+        self.pacer = pacer
+        self.groups = groups  # the runner swaps in a fresh snapshot while sending
+        self.rate_limit = 0.0  # the relay's letters per second over every runner; 0: none
         self.tally = tally
+        self.queued = 0  # letters sorted into the group queues, not yet handed out
+        self._queues: dict[str, deque[Claimed]] = {}
+        self._paces: dict[str, Pace] = {}
+        self._order: list[str] = []  # groups with letters, served in turn
+        self._turn = 0
+        self._tokens: dict[str, tuple[int, float]] = {}  # group → (tokens, until when they are good)
+        self._wait_until: dict[str, float] = {}  # group → monotonic time it may ask again
+        self._slowed: dict[str, float] = {}  # group → its adapted rate, while slowed
+        self._slowed_read = 0.0
+        self._observed = Observed()
         self.closing = threading.Event()  # the runner claims no more: finish the work and return
         self.error: BaseException | None = None
         self.streak = ErrorStreak(policy)
@@ -270,7 +320,6 @@ class SendLoop:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._tokens, self._token_wait, self._token_second = 0, 0.0, 0
 
     # --- called from the runner's thread --------------------------------------
 
@@ -303,34 +352,146 @@ class SendLoop:
         """Turn the relay's final reply into the delivery's next state (policy.judge);
         a long enough run of errors interrupts the issue."""
         now = utcnow()
+        if throttled(reply):
+            # The receiving provider asks us to slow down: not the relay's failure (no error
+            # streak), nor the recipient's while the group can still slow down (the attempt
+            # is not counted); at the floor rate attempts count, so nothing retries forever.
+            rate = self._slow_down(item, reply)
+            self.tally.add(Result(item.id, D.DEFERRED, reply, mid, at=now,
+                                  retry_at=now + timedelta(seconds=THROTTLE_RETRY), uncount=int(rate > FLOOR)))
+            return
         if self.streak.answered(reply.kind):
             self.tally.fail_issue(f"{self.streak.count} consecutive relay errors, last: {reply}", str(reply))
         verdict = judge(reply.kind, item.attempts, now, self.policy)
         self.tally.add(Result(item.id, verdict.state, reply, mid, at=now, retry_at=verdict.retry_at))
 
+    # --- pacing -------------------------------------------------------------------
+
+    def _pace_of(self, item: Claimed) -> Pace:
+        return self.groups.of(item.email_key.rpartition("@")[2])
+
+    def _slow_down(self, item: Claimed, reply: Reply) -> float:
+        """Slow the letter's group down; returns the rate now in force."""
+        pace = self._pace_of(item)
+        lowered, rate = self.pacer.slow(pace.key, pace.limit, self._observed.rate(pace.key))
+        self._slowed[pace.key] = rate
+        self._paces.setdefault(pace.key, pace)
+        if lowered:
+            self.tally.event("pace_slowed", {"group": pace.label, "rate_per_second": rate, "reply": str(reply)})
+            self._note_paced()
+        return rate
+
+    def _note_paced(self) -> None:
+        slowed = [f"{self._paces[k].label} {rate:g}/s" for k, rate in self._slowed.items() if k in self._paces]
+        self.tally.paced = ", ".join(sorted(slowed)[:3]) + " after deferrals" if slowed else None
+
+    def _sort_in(self) -> None:
+        """Move the runner's new claims into their groups' queues."""
+        while True:
+            try:
+                item = self.work.popleft()
+            except IndexError:
+                return
+            pace = self._pace_of(item)
+            queue = self._queues.get(pace.key)
+            if queue is None:
+                queue = self._queues[pace.key] = deque()
+                self._order.append(pace.key)
+            self._paces[pace.key] = pace
+            queue.append(item)
+            self.queued += 1
+
+    def _refresh_slowed(self, now: float) -> None:
+        """Once a second: which of this runner's groups another worker slowed (a group
+        without a limit asks Redis for tokens only while it is slowed)."""
+        if now - self._slowed_read < 1.0 or not self._order:
+            return
+        self._slowed_read = now
+        before = self._slowed
+        self._slowed = self.pacer.slowed_among(list(self._order))
+        if self._slowed != before:
+            self._note_paced()
+
+    def _ready(self, key: str, now: float) -> bool:
+        """May a letter of this group leave now? Takes tokens from Redis when needed."""
+        pace = self._paces[key]
+        if not (pace.limit or self.rate_limit or key in self._slowed):
+            return True
+        tokens, good_until = self._tokens.get(key, (0, 0.0))
+        if tokens > 0 and now < good_until:
+            return True
+        if self._wait_until.get(key, 0.0) > now:
+            return False
+        # Tokens are taken a connection's worth at a time, or 10 ms of the rate when that is
+        # more: one Redis call per letter would cost more than the pacing is worth.
+        rate = min(r for r in (pace.limit, self.rate_limit, self._slowed.get(key, 0.0)) if r)
+        batch = max(self.concurrency, int(rate / 100))
+        grant = self.pacer.take(key, pace.limit, self.rate_limit, batch, batch)
+        if grant.event == "recovered":
+            self._slowed.pop(key, None)
+            self.tally.event("pace_recovered", {"group": pace.label, "rate_per_second": pace.limit})
+            self._note_paced()
+        elif key in self._slowed and grant.rate:
+            self._slowed[key] = grant.rate
+        if grant.granted:
+            self._tokens[key] = (grant.granted, now + 1.0)
+            return True
+        self._wait_until[key] = now + grant.wait
+        if grant.wait > HOLD:
+            self._hold_back(key, grant.wait)
+        return False
+
+    def _hold_back(self, key: str, wait: float) -> None:
+        """A long wait: the group's letters go back, due when it may send again."""
+        queue = self._queues.get(key)
+        if not queue:
+            return
+        due = utcnow() + timedelta(seconds=wait)
+        self.tally.hold([(item.id, due) for item in queue])
+        self.queued -= len(queue)
+        queue.clear()
+
     def _next_item(self) -> Claimed | None:
-        """The next claimed recipient, if the rate cap leaves a token for it."""
-        if not self.work:
+        """The next letter that may leave: groups are served in turn, skipping those
+        that must wait."""
+        self._sort_in()
+        if not self.queued:
             return None
-        if self.rate_limit:
-            second = int(time.time())
-            if second != self._token_second:
-                # Tokens are for one second's window: what is left of the last one is
-                # not spent in this one, where the other runners count from zero.
-                self._tokens, self._token_second = 0, second
-            if self._tokens <= 0:
-                if time.monotonic() < self._token_wait:
-                    return None
-                self._tokens = self.take_tokens(self.concurrency)
-                if self._tokens <= 0:
-                    self._token_wait = float(second + 1) - time.time() + time.monotonic()
-                    return None
-        try:
-            item = self.work.popleft()
-        except IndexError:
-            return None
-        self._tokens -= 1
-        return item
+        now = time.monotonic()
+        self._refresh_slowed(now)
+        for _ in range(len(self._order)):
+            if self._turn >= len(self._order):
+                self._turn = 0
+            key = self._order[self._turn]
+            queue = self._queues[key]
+            if not queue:
+                del self._order[self._turn]
+                del self._queues[key]
+                continue
+            self._turn += 1
+            if not self._ready(key, now) or not queue:
+                continue
+            tokens, good_until = self._tokens.get(key, (0, 0.0))
+            if tokens > 0:
+                self._tokens[key] = (tokens - 1, good_until)
+            self.queued -= 1
+            self._observed.started(key, now)
+            return queue.popleft()
+        return None
+
+    def next_wait(self, now: float) -> float | None:
+        """The soonest moment a waiting group may ask for tokens again."""
+        waits = [t for k, t in self._wait_until.items() if t > now and self._queues.get(k)]
+        return min(waits) if waits else None
+
+    def unsent(self) -> list[int]:
+        """Letters still queued when the loop is over (never started)."""
+        self._sort_in()
+        ids = [item.id for queue in self._queues.values() for item in queue]
+        self._queues.clear()
+        self._order.clear()
+        self.queued = 0
+        return ids
 
     def _hand_out(self, conns: list[Connection]) -> None:
         """Give letters to free connections, unless halted or short of rate tokens."""
@@ -375,12 +536,14 @@ class SendLoop:
                             tally.give_back(conn.item.id)
                             conn.item = None
                 busy = [c for c in conns if c.item is not None]
-                if not busy and (tally.halted.is_set() or (self.closing.is_set() and not self.work)):
+                if not busy and (tally.halted.is_set()
+                                 or (self.closing.is_set() and not self.work and not self.queued)):
                     return
                 now = time.monotonic()
                 deadline = min([c.session.deadline for c in busy if c.session is not None], default=now + 0.5)
-                if self._token_wait > now:
-                    deadline = min(deadline, self._token_wait)
+                token_wait = self.next_wait(now)
+                if token_wait is not None:
+                    deadline = min(deadline, token_wait)
                 for key, mask in self.sel.select(max(min(deadline - now, 0.5), 0)):
                     if key.data is None:
                         self._drain_wake()

@@ -8,6 +8,7 @@ runner apply these; tests/test_policy.py checks them without a relay.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +52,24 @@ def judge(kind: str, attempts: int, now: datetime, policy: Policy) -> Verdict:
     if attempts >= policy.max_attempts:
         return Verdict(D.FAILED)
     return Verdict(D.DEFERRED, now + timedelta(seconds=retry_delay(attempts, policy.retry_base)))
+
+
+# Words with which receiving providers say "too fast" in a 4xx (Gmail's 4.7.28 "unusual
+# rate", Yahoo's TSS04 "temporarily deferred due to unexpected volume", Mail.ru's
+# "too many messages", Outlook's "rate limit exceeded", ...). A full mailbox or a
+# busy disk says none of these.
+THROTTLE_WORDS = re.compile(r"\brate\b|too many messages|too fast|throttl|reputation|unusual|volume",
+                            re.IGNORECASE)
+
+
+def throttled(reply: Any) -> bool:
+    """A deferral that asks the sender to slow down rather than a recipient's
+    temporary trouble: 421, an enhanced 4.7.x, or a 4xx that says so in words."""
+    if not 400 <= reply.code < 500:
+        return False
+    if reply.code == 421 or (reply.enhanced or "").startswith("4.7."):
+        return True
+    return bool(THROTTLE_WORDS.search(reply.text or ""))
 
 
 def reconnect_delay(failures: int) -> float:

@@ -22,11 +22,12 @@ from datetime import datetime
 
 from flask import current_app
 
-from .. import clock, queueing, settings, states
+from .. import clock, dkim, queueing, relays, settings, states
 from ..enums import DeliveryState as D
 from ..enums import IssueStatus
 from ..extensions import db
-from ..models import Issue, Sender
+from ..limits import Groups
+from ..models import Issue, Sender, utcnow
 from ..store import contacts as contact_store
 from ..store import deliveries as store
 from ..store import issues as issue_store
@@ -34,9 +35,13 @@ from ..store.deliveries import Claimed, Result
 from ..store.stoplists import suppressed_among
 from .letter import Letter, LetterError
 from .loop import SendLoop, Tally
+from .pacer import Pacer, Warmup
 from .policy import Policy, Spread
 from .signals import Signals
 from .transport import RelayConfig, RelayUnavailable
+
+# A run waits for a deferred letter due within this many seconds instead of ending.
+RETRY_SOON = 5.0
 
 
 def new_owner() -> str:
@@ -74,20 +79,20 @@ def build_letter(issue: Issue) -> Letter:
     sender = db.session.get(Sender, issue.sender_id) if issue.sender_id else None
     if sender is None:
         raise LetterError("the issue has no sender")
-    return Letter(
+    letter = Letter(
         issue_id=issue.id, subject=issue.subject, body_html=issue.body_html,
         from_name=issue.from_name or sender.name, from_email=sender.email,
         secret=current_app.config["SECRET_KEY"].encode(), body_text=issue.body_text or "",
         preheader=issue.preheader or "", reply_to=issue.reply_to or "",
         custom_headers=issue.custom_headers or "",
     )
+    letter.sign = dkim.signer_for(dkim.domain_of(sender.email))  # None: the domain has no key
+    return letter
 
 
-def relay_config() -> RelayConfig:
-    url = current_app.config["SMTP_URL"]
-    if not url:
-        raise RelayUnavailable("SMTP_URL is not set and no sandbox server is running")
-    return RelayConfig.from_url(url, timeout=current_app.config["SMTP_TIMEOUT"])
+def relay_config(sender: Sender | None) -> RelayConfig:
+    """The sender's own relay, else the default one (mailing/relays.py)."""
+    return relays.for_sender(sender).config
 
 
 class Runner:
@@ -107,11 +112,15 @@ class Runner:
         # Contact fields the letter needs (phone, custom ones), by contact id, fetched per claim.
         self.fields: dict[int, dict[str, str]] = {}
         self.loop: SendLoop | None = None
+        self.warmup: Warmup | None = None
+        self.relay: relays.Relay | None = None  # the issue's sender's relay, once the run starts
         self.rate_limit = 0
         self._rate_read = 0.0
         self._last_flush = 0.0
         self._last_renew = 0.0
-        self._noted_wait: str | None = None
+        # What this runner last wrote as the issue's wait; "" (unknown) makes its first
+        # flush clear a wait an earlier runner left, such as yesterday's warm-up cap.
+        self._noted_wait: str | None = ""
 
     def shut_down(self) -> None:
         """The worker is stopping (SIGTERM, Ctrl-C on the stack): start no new letter, let
@@ -134,17 +143,20 @@ class Runner:
             return Outcome("not sending")
         try:
             letter = build_letter(issue)
-            relay = relay_config()
+            self.relay = relay = relays.for_sender(issue.sender)
         except (LetterError, ValueError, RelayUnavailable) as exc:
             db.session.commit()
             return Outcome("interrupted", reason=str(exc))
         spread = bool(issue.spread_size and issue.spread_interval)
         sender_id = issue.sender_id
-        relay_key = f"{relay.host}:{relay.port}"
+        relay_key = relay.key
+        pacer = Pacer(self.signals.redis, relay_key, quiet=float(settings.get("pacing_quiet_seconds")),
+                      step=float(settings.get("pacing_step_seconds")))
         self.loop = SendLoop(
-            letter=letter, relay=relay, concurrency=self.concurrency, policy=self.policy, work=self.work,
+            letter=letter, relay=relay.config, concurrency=self.concurrency, policy=self.policy, work=self.work,
             fields=self.fields, base_url=self.base_url, secret=self.secret, tally=self.tally,
-            take_tokens=lambda wanted: self.signals.take_tokens(relay_key, wanted, self.rate_limit))
+            pacer=pacer, groups=Groups.load())
+        self.warmup = Warmup.of(sender_id, self.signals)
         self._read_rate()
         db.session.commit()
         self.signals.heartbeat()
@@ -152,7 +164,7 @@ class Runner:
         sender = threading.Thread(target=self.loop.run, daemon=True, name="smtp-loop")
         self.signals.watch_halt(self._halt)
         sender.start()
-        outcome = Outcome("drained")
+        outcome: Outcome = Outcome("drained")
         try:
             outcome = self._claim_rounds(sender, letter, sender_id, spread)
             # The last letters may still be waiting out a relay blip: keep their leases
@@ -186,6 +198,11 @@ class Runner:
             limit = self.chunk
             if self.rate_limit:
                 limit = min(limit, max(int(self.rate_limit * 2), 1))  # short leases under a cap
+            if self.warmup is not None:
+                limit = self.warmup.reserve(limit)
+                if limit <= 0:
+                    self._note_wait(self.warmup.note())
+                    return Outcome("waiting", next_at=self.warmup.next_at())
             if spread:
                 issue = db.session.get(Issue, self.issue_id, populate_existing=True)
                 allowed = portion(issue)
@@ -196,7 +213,11 @@ class Runner:
                     limit = min(limit, allowed.left)
             rows = store.claim(self.issue_id, self.owner, limit, self.lease)
             db.session.commit()
+            if self.warmup is not None:
+                self.warmup.give_back(limit - len(rows))
             if not rows:
+                if self._retry_soon():
+                    continue
                 return Outcome("drained")
             blocked = suppressed_among([r.email_key for r in rows], sender_id)
             for r in rows:
@@ -211,7 +232,7 @@ class Runner:
             self.loop.wake()
             # Claim the next chunk when half of this one has left: the connections
             # never starve, and a claim never runs far ahead of the relay.
-            while len(self.work) > max(self.concurrency, len(rows) // 2) \
+            while len(self.work) + self.loop.queued > max(self.concurrency, len(rows) // 2) \
                     and not self.tally.halted.is_set() and sender.is_alive():
                 time.sleep(0.02)
                 self._keep_alive()
@@ -232,12 +253,14 @@ class Runner:
         """The loop is over: record the last replies, give back (or, when the issue is
         being cancelled, stop) what was never started, and leave."""
         assert self.loop is not None
-        leftover = [item.id for item in self.work]  # still queued: never started
-        self.work.clear()
+        leftover = self.loop.unsent()  # still queued: never started
         self.loop.close()
         self._flush()
-        self._note_relay_wait(None)
+        if not (self._noted_wait or "").startswith(states.WARMUP):  # that wait lasts until tomorrow
+            self._note_wait(None)
         unsent = self.tally.take_unsent() + leftover
+        if self.warmup is not None:
+            self.warmup.give_back(len(unsent))
         if self._status() == IssueStatus.STOPPING:
             store.stop_claimed(self.issue_id, self.owner, unsent)
         else:
@@ -249,23 +272,52 @@ class Runner:
 
     def _flush(self) -> None:
         batch = self.tally.take_results()
+        held = self.tally.take_held()
+        events = self.tally.take_events()
+        if held:
+            store.hold_back(self.issue_id, self.owner, held)
+            if self.warmup is not None:
+                self.warmup.give_back(len(held))
+        for name, details in events:  # a receiving domain slowed down or recovered
+            states.record(self.issue_id, name, details=details)
         if batch:
             store.record(self.issue_id, self.owner, batch)
             done = issue_store.done_count(self.issue_id)
             db.session.commit()
             self.signals.progress(done)
+        elif held or events:
+            db.session.commit()
 
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._last_flush >= 0.25:
             self._flush()
-            self._note_relay_wait(self.tally.relay_waiting)
+            waiting = self.tally.relay_waiting
+            self._note_wait(states.RELAY_WAIT + waiting if waiting
+                            else states.PACED + self.tally.paced if self.tally.paced else None)
             self._last_flush = time.monotonic()
 
-    def _note_relay_wait(self, waiting: str | None) -> None:
-        """Written only when it changes (see states.note_relay_wait)."""
+    def _note_wait(self, waiting: str | None) -> None:
+        """Written only when it changes (see states.note_wait)."""
         if waiting != self._noted_wait:
-            states.note_relay_wait(self.issue_id, waiting)
+            states.note_wait(self.issue_id, waiting)
             self._noted_wait = waiting
+
+    def _retry_soon(self) -> bool:
+        """Nothing is due, but a deferred letter is due within RETRY_SOON seconds (a
+        receiving domain asked us to slow down): wait here rather than end the run and
+        be started again."""
+        at = store.next_retry_at(self.issue_id)
+        db.session.commit()
+        if at is None:
+            return False
+        wait = (at - utcnow()).total_seconds()
+        if wait > RETRY_SOON:
+            return False
+        until = time.monotonic() + max(wait, 0.05)
+        while time.monotonic() < until and not self.tally.halted.is_set():
+            time.sleep(0.05)
+            self._keep_alive()
+        return True
 
     def _status(self) -> str:
         status = issue_store.status_of(self.issue_id)
@@ -273,8 +325,11 @@ class Runner:
         return status
 
     def _read_rate(self) -> None:
-        self.rate_limit = int(settings.get("relay_rate_per_second") or 0)
+        """Every second: the relay's cap and the domain groups, changeable while sending."""
+        self.rate_limit = relays.current_cap(self.relay) if self.relay is not None else 0
         db.session.commit()
         self._rate_read = time.monotonic()
         if self.loop is not None:
             self.loop.rate_limit = self.rate_limit
+            self.loop.groups = Groups.load()
+            db.session.commit()

@@ -1,5 +1,5 @@
-"""What a runner says and hears through Redis: the halt flag, its heartbeat, the
-relay's rate tokens and progress samples. Keys are named in mailing/queueing.py;
+"""What a runner says and hears through Redis: the halt flag, its heartbeat and
+progress samples (rates are pacer.py's). Keys are named in mailing/queueing.py;
 the pages and the maintenance loop read the same keys."""
 
 from __future__ import annotations
@@ -61,17 +61,7 @@ class Signals:
     def leave(self) -> None:
         self.redis.zrem(queueing.runners_key(self.issue_id), self.owner)
 
-    # --- rate and progress --------------------------------------------------
-
-    def take_tokens(self, relay_key: str, wanted: int, limit: int) -> int:
-        """Up to `wanted` letters under the relay's messages-per-second cap `limit`,
-        shared by every runner through Redis (a fixed one-second window)."""
-        key = f"outbox:relay:{relay_key}:second:{int(time.time())}"
-        pipe = self.redis.pipeline()
-        pipe.incrby(key, wanted)
-        pipe.expire(key, 3)
-        taken = int(pipe.execute()[0])
-        return max(0, min(wanted, limit - (taken - wanted)))
+    # --- progress -----------------------------------------------------------
 
     def progress(self, done: int) -> None:
         queueing.note_progress(self.redis, self.issue_id, done)

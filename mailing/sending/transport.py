@@ -7,6 +7,8 @@ reply when the transaction is over. When the relay offers PIPELINING (RFC 2920)
 MAIL, RCPT and DATA leave in one write, so a letter costs two round trips
 instead of four. One thread can drive many sessions through a selector, which is
 how the runner keeps its connections busy without a thread per connection.
+Credentials are sent only over TLS: a relay that offers no STARTTLS to a client
+with a password is refused (`RelayTlsRequired`) before AUTH is written.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import smtplib
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from ..redact import redact
@@ -67,18 +69,24 @@ class RelayAuthFailed(RelayUnavailable):
     """The relay refused our credentials: retrying will not help."""
 
 
+class RelayTlsRequired(RelayAuthFailed):
+    """Credentials are configured but the connection is not encrypted (no STARTTLS offered,
+    or TLS turned off): the password is not sent, and retrying will not help either."""
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     host: str
     port: int
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # a logged config never shows it
     security: str = "none"  # none | starttls | tls
     timeout: float = 30.0
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 30.0) -> RelayConfig:
-        """smtp://user:pass@host:587 (STARTTLS when offered with credentials), smtps://host:465."""
+        """smtp://user:pass@host:587 (STARTTLS: used when offered, required with credentials),
+        smtps://host:465 (implicit TLS)."""
         # Every message below quotes the URL redacted: it reaches the test-letter result and
         # the issue's status reason, which every role reads (`from None`: the original
         # error, which may quote the password, is not chained into tracebacks).
@@ -115,10 +123,21 @@ class SmtpConnection:
             else:
                 smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
             smtp.ehlo()
+            encrypted = cfg.security == "tls"
             if cfg.security == "starttls" and smtp.has_extn("starttls"):
                 smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()
+                encrypted = True
             if cfg.user:
+                if not encrypted:
+                    # smtplib would send AUTH PLAIN/LOGIN in clear text: anyone on the path
+                    # (or a relay impostor stripping STARTTLS) would read the password.
+                    smtp.close()
+                    raise RelayTlsRequired(
+                        f"{cfg.host}:{cfg.port} "
+                        + ("offers no STARTTLS" if cfg.security == "starttls" else "is set to use no TLS")
+                        + ", so the password was not sent (credentials go only over STARTTLS "
+                          "or implicit TLS, port 465)")
                 smtp.login(cfg.user, cfg.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             raise RelayAuthFailed(str(Reply.parse(exc.smtp_code, exc.smtp_error))) from exc

@@ -169,6 +169,7 @@ class Result:
     reason: str | None = None
     at: datetime | None = None
     retry_at: datetime | None = None
+    uncount: int = 0  # 1: this attempt does not count (a provider asked us to slow down)
 
 
 _RECORD = (
@@ -181,6 +182,7 @@ _RECORD = (
             message_id=sa.func.coalesce(sa.bindparam("mid", type_=sa.String), deliveries.c.message_id),
             reason=sa.bindparam("reason"), sent_at=sa.bindparam("sent_at", type_=sa.DateTime),
             next_attempt_at=sa.bindparam("retry_at", type_=sa.DateTime),
+            attempts=deliveries.c.attempts - sa.bindparam("uncount", type_=sa.Integer),
             updated_at=sa.bindparam("now", type_=sa.DateTime))
 )
 
@@ -250,7 +252,8 @@ def _record_rows(owner: str, results: list[Result], now: datetime) -> Counter[st
             "b_id": r.id, "owner": owner, "new_state": r.state,
             "code": reply.code if reply else None, "enhanced": reply.enhanced if reply else None,
             "text": reply.text[:2000] if reply else None, "mid": r.message_id, "reason": r.reason,
-            "sent_at": r.at if r.state == D.SENT else None, "retry_at": r.retry_at, "now": now,
+            "sent_at": r.at if r.state == D.SENT else None, "retry_at": r.retry_at, "uncount": r.uncount,
+            "now": now,
         })
     counts: Counter[str] = Counter()
     for state, params in by_state.items():
@@ -270,6 +273,24 @@ def release(issue_id: int, owner: str, ids: list[int]) -> None:
         .values(state=D.PENDING, lease_owner=None, lease_until=None,
                 attempts=deliveries.c.attempts - 1, updated_at=utcnow())
     )
+
+
+def hold_back(issue_id: int, owner: str, items: list[tuple[int, datetime]]) -> None:
+    """Give back claimed recipients whose receiving domain must wait: deferred to when
+    it may send again, their attempt not counted, no lease held meanwhile."""
+    if not items:
+        return
+    by_due: dict[datetime, list[int]] = {}
+    for delivery_id, due in items:
+        by_due.setdefault(due, []).append(delivery_id)
+    for due, ids in by_due.items():
+        db.session.execute(
+            sa.update(deliveries)
+            .where(among(deliveries.c.id, ids), deliveries.c.lease_owner == owner,
+                   deliveries.c.state == D.SENDING)
+            .values(state=D.DEFERRED, lease_owner=None, lease_until=None, next_attempt_at=due,
+                    attempts=deliveries.c.attempts - 1, updated_at=utcnow())
+        )
 
 
 def renew_leases(issue_id: int, owner: str, lease_seconds: int) -> None:

@@ -24,10 +24,13 @@ from . import (
     api,
     auth,
     contacts,
+    dkim,
     moderation,
     outgoing,
+    pacing,
     params,
     sandbox,
+    senders,
     stoplists,
     unsubscribe,
 )
@@ -87,7 +90,7 @@ def register(app: Flask) -> None:
     errors.init_app(app)
     access.init_app(app)
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
-               contacts.bp):
+               contacts.bp, senders.bp, pacing.bp, dkim.bp):
         app.register_blueprint(bp)
     app.context_processor(_template_globals)
     app.after_request(_vary)

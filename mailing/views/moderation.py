@@ -23,8 +23,7 @@ from wtforms.validators import DataRequired, Email, Length, NumberRange
 
 from .. import accounts, lifecycle, settings
 from ..extensions import db
-from ..models import Issue, Role, Sender, User
-from ..sending.letter import clean_header_value
+from ..models import Issue, Role, User
 from ..states import record
 from ..store import deliveries
 from ..store.issues import moderation_queue
@@ -191,27 +190,3 @@ def admin_user_enable(user_id: int) -> Any:
 @roles(Role.ADMIN)
 def admin_user_sign_out(user_id: int) -> Any:
     return _user_change(user_id, lambda user, reason: accounts.sign_out_everywhere(user, current_user, reason))
-
-
-class SenderForm(FlaskForm):
-    name = StringField("From name", validators=[DataRequired(), Length(max=200)])
-    email = EmailField("From address", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
-
-
-@bp.route("/admin/senders", methods=["GET", "POST"])
-@roles(Role.ADMIN)
-def admin_senders() -> Any:
-    form = SenderForm()
-    if form.validate_on_submit():
-        email = form.email.data.strip()
-        if db.session.scalar(sa.select(Sender).where(Sender.email == email)):
-            form.email.errors.append(_("This sender exists."))
-        else:
-            db.session.add(Sender(name=clean_header_value(form.name.data), email=email))
-            db.session.commit()
-            return redirect(url_for("moderation.admin_senders"))
-    senders = db.session.scalars(sa.select(Sender).order_by(Sender.name)).all()
-    return render_template("admin/senders.html", form=form, senders=senders), 400 if form.errors else 200
-
-
-
