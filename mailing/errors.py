@@ -21,7 +21,7 @@ from werkzeug.exceptions import Forbidden, HTTPException, NotFound, RequestEntit
 from . import uploads
 from .accounts import AccountError
 from .extensions import db
-from .lifecycle import LaunchError
+from .fielderror import FieldError
 from .states import IllegalTransition, IssueNotFound
 from .stoplists import QuotaExceeded, SystemListError
 
@@ -38,7 +38,7 @@ class BadParameter(Exception):
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], tuple[int, str, str]]] = {
     IllegalTransition: lambda exc: (409, "illegal_transition", exc.message),
     IssueNotFound: lambda exc: (404, "not_found", "No such issue."),
-    LaunchError: lambda exc: (400, exc.field, exc.message),
+    FieldError: lambda exc: (400, exc.field, exc.message),
     QuotaExceeded: lambda exc: (409, "quota", str(exc)),
     SystemListError: lambda exc: (409, "system_list", str(exc)),
     AccountError: lambda exc: (exc.status, exc.code, exc.message),

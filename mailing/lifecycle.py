@@ -12,11 +12,12 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import gettext as _
 
-from . import queueing, settings
+from . import chains, queueing, settings
 from .contacts import known_fields
 from .enums import DeliveryState as D
 from .enums import IssueStatus
 from .extensions import db
+from .fielderror import FieldError
 from .models import Delivery, Issue, JournalEvent, utcnow
 from .sending.letter import TEMPLATE_FIELDS, check_letter
 from .states import IllegalTransition, IssueNotFound, lock_for, record, transition
@@ -25,13 +26,8 @@ from .store import deliveries
 S = IssueStatus
 
 
-class LaunchError(ValueError):
+class LaunchError(FieldError):
     """The issue is not ready to go (HTTP 400), with the field that is wrong."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def _issue(issue_id: int) -> Issue:
@@ -42,6 +38,7 @@ def _issue(issue_id: int) -> Issue:
 
 
 def check_ready(issue: Issue) -> None:
+    chains.check_launchable(issue)  # a chain step waits for the step before it
     if not (issue.subject or "").strip():
         raise LaunchError("subject", _("The subject is empty."))
     if issue.sender_id is None:
@@ -183,6 +180,7 @@ def start(issue_id: int) -> bool:
             queueing.set_halt(issue_id)
             transition(issue_id, "interrupt", reason="late start",
                        details={"due_at": due_at.isoformat(), "late_by_s": round(late)})
+            chains.hold_later_steps(issue_id, "late start")
             return False
         transition(issue_id, "start", values={"started_at": now})
     except IllegalTransition:
@@ -248,6 +246,7 @@ def finish_stopping(issue_id: int) -> str:
         transition(issue_id, "stopped", reason="stopped_manually")
     except IllegalTransition:
         return _issue(issue_id).status
+    chains.hold_later_steps(issue_id)  # a chain's later steps wait for a person again
     return S.CANCELLED
 
 
@@ -305,7 +304,8 @@ def finish(issue_id: int) -> None:
     try:
         transition(issue_id, "finish", values={"finished_at": utcnow()})
     except IllegalTransition:
-        pass  # another runner finished it first
+        return  # another runner finished it first
+    chains.previous_finished(issue_id, check_ready)  # a chain's next step becomes due
 
 
 def interrupt(issue_id: int, reason: str, last_reply: str | None = None) -> None:
@@ -319,7 +319,8 @@ def interrupt(issue_id: int, reason: str, last_reply: str | None = None) -> None
         transition(issue_id, "interrupt", reason=reason, values=values,
                    details={"last_reply": last_reply or issue.last_reply})
     except IllegalTransition:
-        pass
+        return
+    chains.hold_later_steps(issue_id, reason)  # a chain's later steps wait for a person again
 
 
 def _done(issue_id: int) -> int:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 
 from .extensions import db
+from .fielderror import FieldError
 from .models import DomainGroup, SenderWarmup
 from .states import record
 
@@ -71,12 +72,8 @@ def parse_domains(text: str) -> list[str]:
     return [line.strip().lower() for line in (text or "").replace(",", "\n").splitlines() if line.strip()]
 
 
-class LimitError(ValueError):
+class LimitError(FieldError):
     """Bad input on the Pacing page: the field and what is wrong."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 def ordered_groups() -> list[DomainGroup]:

@@ -186,6 +186,21 @@ class Issue(db.Model):
     suppressed_count: so.Mapped[int] = so.mapped_column(default=0)
     stopped_count: so.Mapped[int] = so.mapped_column(default=0)
     last_reply: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # A chain (mailing/chains.py): a step follows `chain_parent_id` once it is Sent, after
+    # `chain_delay_seconds` or at `chain_at`, to the audience `chain_audience` (all | sent
+    # | not_reached, of the previous step). Every step of a chain, the first too, has the
+    # first's id in `chain_root_id` and its place in `chain_step` (1, 2, ...): steps are only
+    # appended, and deleting one deletes the later ones, so places never need renumbering.
+    chain_parent_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("issues.id"))
+    chain_root_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("issues.id"), index=True)
+    chain_step: so.Mapped[int | None]
+    chain_delay_seconds: so.Mapped[int | None]
+    chain_at: so.Mapped[datetime | None]
+    chain_audience: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    # Resent from an earlier issue to its whole list again ("all") or to those it did not
+    # reach ("not_reached"); the original's bounced recipients are left out either way.
+    resent_from_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("issues.id", ondelete="SET NULL"))
+    resend_audience: so.Mapped[str | None] = so.mapped_column(sa.String(16))
 
     sender: so.Mapped[Sender | None] = so.relationship()
     contact_list: so.Mapped[ContactList | None] = so.relationship()
@@ -248,9 +263,11 @@ class JournalEvent(db.Model):
 
     __tablename__ = "journal_events"
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # A deleted issue's rows stay (issue_id goes NULL) and keep its subject in issue_title.
     issue_id: so.Mapped[int | None] = so.mapped_column(
-        sa.ForeignKey("issues.id", ondelete="CASCADE"), index=True
+        sa.ForeignKey("issues.id", ondelete="SET NULL"), index=True
     )
+    issue_title: so.Mapped[str | None] = so.mapped_column(sa.String(300))
     actor_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id"))
     actor_label: so.Mapped[str] = so.mapped_column(sa.String(254), default="system")
     event: so.Mapped[str] = so.mapped_column(sa.String(40), index=True)

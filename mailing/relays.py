@@ -20,6 +20,7 @@ from flask_babel import gettext as _
 
 from . import redact, settings
 from .extensions import db
+from .fielderror import FieldError
 from .models import Sender
 from .secretbox import seal, unseal
 from .sending.transport import RelayConfig, RelayUnavailable
@@ -46,13 +47,8 @@ class RelayView:
     cap: int | None
 
 
-class RelayInputError(ValueError):
+class RelayInputError(FieldError):
     """What the admin typed cannot be a relay; `field` is where the error goes."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 # --- the relay a run uses -------------------------------------------------------

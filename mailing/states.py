@@ -43,12 +43,12 @@ LABELS = {
 class Action:
     name: str
     sources: frozenset[IssueStatus]
-    target: IssueStatus
+    target: IssueStatus | None  # None: an operation (below), which leaves the status as it is
     verb: Any  # how the refusal reads: "a sent issue cannot be <verb>"
     user: bool = True  # offered to people (False: only the engine takes it)
 
 
-def _a(name: str, sources: set[IssueStatus], target: IssueStatus, verb: Any, user: bool = True) -> Action:
+def _a(name: str, sources: set[IssueStatus], target: IssueStatus | None, verb: Any, user: bool = True) -> Action:
     return Action(name, frozenset(sources), target, verb, user)
 
 
@@ -75,6 +75,24 @@ ACTIONS: dict[str, Action] = {
         _a("stopped", {S.STOPPING}, S.CANCELLED, _l("marked cancelled"), user=False),
         _a("interrupt", {S.ACCEPTED, S.SENDING}, S.INTERRUPTED, _l("interrupted"), user=False),
         _a("finish", {S.SENDING}, S.SENT, _l("finished"), user=False),
+        # A chain (mailing/chains.py). The previous step is Sent: this one waits for its delay,
+        # then starts as any scheduled issue does (formed, checked, sent).
+        _a("chain_due", {S.DRAFT}, S.SCHEDULED, _l("made due in its chain"), user=False),
+        # The previous step was interrupted or cancelled: a later step waits for a person again.
+        _a("chain_reset", {S.DRAFT, S.SCHEDULED, S.MODERATION}, S.DRAFT, _l("returned to draft"), user=False),
+    ]
+}
+
+# Operations: actions on an issue that leave its status as it is (mailing/chains.py). The
+# same rows, legal from `sources`; `operate` checks one and journals it, and an illegal
+# one is an IllegalTransition (409) like any refused action.
+OPERATIONS: dict[str, Action] = {
+    a.name: a
+    for a in [
+        _a("copy", set(S), None, _l("copied")),
+        _a("resend", {S.SENT, S.CANCELLED}, None, _l("resent")),
+        _a("delete", {S.DRAFT}, None, _l("deleted")),
+        _a("add_step", set(S) - {S.STOPPING}, None, _l("given a next step")),
     ]
 }
 
@@ -96,8 +114,12 @@ class IssueNotFound(Exception):
     pass
 
 
+def _row(action: str) -> Action:
+    return ACTIONS.get(action) or OPERATIONS[action]
+
+
 def allowed(action: str, status: str) -> bool:
-    return status in ACTIONS[action].sources
+    return status in _row(action).sources
 
 
 def available_actions(status: str, names: tuple[str, ...] = CONTROL_ACTIONS) -> list[str]:
@@ -109,7 +131,7 @@ def refusal(action: str, status: str) -> str:
     from flask_babel import gettext
 
     label = str(LABELS.get(IssueStatus(status), status)).lower()
-    return gettext("a %(status)s issue cannot be %(verb)s", status=label, verb=ACTIONS[action].verb)
+    return gettext("a %(status)s issue cannot be %(verb)s", status=label, verb=_row(action).verb)
 
 
 def lock_for(issue_id: int, action: str) -> str:
@@ -122,9 +144,18 @@ def lock_for(issue_id: int, action: str) -> str:
     if status is None:
         db.session.rollback()
         raise IssueNotFound(issue_id)
-    if status not in ACTIONS[action].sources:
+    if status not in _row(action).sources:
         db.session.rollback()
         raise IllegalTransition(action, status, refusal(action, status))
+    return status
+
+
+def operate(issue_id: int, operation: str, *, actor: Any = None, reason: str | None = None,
+            details: dict[str, Any] | None = None) -> str:
+    """Check that `operation` (a row of OPERATIONS) is legal now, with the issue's row locked,
+    and journal it; the caller does the work and commits both together. Returns the status."""
+    status = lock_for(issue_id, operation)
+    record(issue_id, operation, actor=actor, reason=reason, details=details)
     return status
 
 
@@ -188,6 +219,7 @@ def transition(
     not in a status the action accepts, leaving everything as it was.
     """
     act = ACTIONS[action]
+    assert act.target is not None
     now = utcnow()
     # Every status reason and journal row passes here: a relay error quoting a mistyped
     # SMTP_URL must not show its password to every role that reads the issue.

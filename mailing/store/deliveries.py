@@ -60,10 +60,52 @@ _COLUMNS = ["issue_id", "contact_id", "email", "email_key", "name", "state", "re
 
 
 def _members(issue: Issue) -> Any:
-    """The list's members that have an address (a contact may hold only a phone)."""
+    """The list's members that have an address (a contact may hold only a phone); for a
+    chain step or a resend, narrowed by its audience rule (see `follow_up`)."""
     m, c = list_members, contacts
-    return (sa.select().select_from(m.join(c, c.c.id == m.c.contact_id))
-            .where(m.c.list_id == issue.list_id, c.c.email.is_not(None)))
+    q = (sa.select().select_from(m.join(c, c.c.id == m.c.contact_id))
+         .where(m.c.list_id == issue.list_id, c.c.email.is_not(None)))
+    source, rule = follow_up(issue)
+    return q if source is None else q.where(audience_rule(source, rule, c.c.id))
+
+
+# A follow-up's audience rules, over the deliveries of the issue it follows: everyone on
+# the list; those it was sent to; those it did not reach (failed, or stopped before their
+# turn). Whoever bounced there is left out of every rule: the address refused for good.
+AUDIENCE_RULES = ("all", "sent", "not_reached")
+NOT_REACHED = (D.FAILED.value, D.STOPPED.value)
+
+
+def follow_up(issue: Issue) -> tuple[int | None, str]:
+    """(the issue whose recipients decide this one's audience, the rule), or (None, "all")."""
+    if issue.chain_parent_id is not None:
+        return issue.chain_parent_id, issue.chain_audience or "all"
+    if issue.resent_from_id is not None:
+        return issue.resent_from_id, issue.resend_audience or "all"
+    return None, "all"
+
+
+def audience_rule(source_id: int, rule: str, contact_id: Any) -> Any:
+    """A condition on `contact_id` (a list member) applying `rule` to `source_id`'s
+    deliveries; correlated EXISTS probes, so a NULL contact_id never turns NOT IN empty."""
+    d = deliveries.alias("src")
+    of = sa.and_(d.c.issue_id == source_id, d.c.contact_id == contact_id)
+    if rule == "sent":
+        return sa.exists().where(of, d.c.state == D.SENT.value)
+    if rule == "not_reached":
+        return sa.exists().where(of, d.c.state.in_(NOT_REACHED))
+    return ~sa.exists().where(of, d.c.state == D.BOUNCED.value)
+
+
+def follow_up_count(list_id: int, sender_id: int | None, source_id: int, rule: str) -> int:
+    """How many a follow-up of `source_id` with `rule` would be sent to now: the list's
+    members with an address, narrowed by the rule, less those an applicable stop-list holds
+    (what the resend dialog shows before the user chooses)."""
+    m, c = list_members, contacts
+    return db.session.scalar(
+        sa.select(sa.func.count()).select_from(m.join(c, c.c.id == m.c.contact_id))
+        .where(m.c.list_id == list_id, c.c.email.is_not(None), audience_rule(source_id, rule, c.c.id),
+               c.c.email_key.not_in(stopped_keys(sender_id)))) or 0
 
 
 def _insert_counted(rows: Any) -> Any:

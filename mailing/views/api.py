@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import lifecycle, stoplists
+from .. import chains, lifecycle, stoplists
 from ..complaints import ComplaintError, handle_arf
 from ..errors import error
 from ..extensions import csrf, db
@@ -80,7 +80,20 @@ def issue_json(issue: Issue) -> dict[str, Any]:
                    "next_portion_at": p.next_portion_at.isoformat() + "Z" if p.next_portion_at else None},
         "actions": available_actions(issue.status),
         "last_reply": issue.last_reply,
+        "chain": chain_json(issue),
+        "resent_from_id": issue.resent_from_id, "resend_audience": issue.resend_audience,
     }
+
+
+def chain_json(issue: Issue, total: int | None = None) -> dict[str, Any] | None:
+    """The issue's place in its chain (mailing/chains.py), or None outside a chain."""
+    place = chains.place(issue, total)
+    if place is None:
+        return None
+    return {"step": place.step, "of": place.of, "audience": place.audience,
+            "delay_seconds": place.delay_seconds, "at": place.at.isoformat() + "Z" if place.at else None,
+            "due_at": place.due_at.isoformat() + "Z" if place.due_at else None,
+            "previous_id": issue.chain_parent_id}
 
 
 def _issue(issue_id: int) -> Issue:
@@ -129,6 +142,84 @@ def launch(issue_id: int) -> Any:
     _issue(issue_id)
     lifecycle.launch(issue_id, g.api_user, at=at, postpone=mode == "postpone")
     return jsonify(issue_json(_issue(issue_id))), 202
+
+
+# --- around the send: copy, resend, delete, chain steps (mailing/chains.py) ---------
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise chains.ChainError("body", "The body must be a JSON object.")
+    return body
+
+
+@bp.post("/issues/<int:issue_id>/copy")
+@api(*EDITORS)
+def copy_issue(issue_id: int) -> Any:
+    _issue(issue_id)
+    return jsonify(issue_json(_issue(chains.copy(issue_id, g.api_user)))), 201
+
+
+@bp.get("/issues/<int:issue_id>/resend")
+@api(*READERS)
+def resend_counts(issue_id: int) -> Any:
+    """Whom each resend choice would reach now."""
+    _issue(issue_id)
+    return jsonify(chains.resend_counts(issue_id))
+
+
+@bp.post("/issues/<int:issue_id>/resend")
+@api(*EDITORS)
+def resend(issue_id: int) -> Any:
+    """A new issue linked to this one, launched now: {"audience": "all" | "not_reached"}."""
+    audience = _body().get("audience")
+    _issue(issue_id)
+    new_id = chains.resend(issue_id, g.api_user, audience if isinstance(audience, str) else "")
+    lifecycle.launch(new_id, g.api_user)
+    return jsonify(issue_json(_issue(new_id))), 202
+
+
+@bp.delete("/issues/<int:issue_id>")
+@api(*EDITORS)
+def delete_issue(issue_id: int) -> Any:
+    """A draft and every later step of its chain."""
+    _issue(issue_id)
+    return jsonify(deleted=chains.delete(issue_id, g.api_user))
+
+
+@bp.get("/issues/<int:issue_id>/steps")
+@api(*READERS)
+def list_steps(issue_id: int) -> Any:
+    issue = _issue(issue_id)
+    rows = chains.steps(issue) if issue.chain_root_id is not None else []
+    return jsonify(steps=[{"id": s.id, "step": s.chain_step, "subject": s.subject, "status": s.status,
+                           "chain": chain_json(s, len(rows))} for s in rows])
+
+
+@bp.post("/issues/<int:issue_id>/steps")
+@api(*EDITORS)
+def add_step(issue_id: int) -> Any:
+    """Append a step: {"audience": "all" | "sent" | "not_reached", "delay_seconds": N} or
+    {"audience": ..., "at": "2030-01-01T09:00:00Z"}."""
+    body = _body()
+    audience, delay, at_text = body.get("audience", "all"), body.get("delay_seconds"), body.get("at")
+    if not isinstance(audience, str):
+        return error(400, "audience", "audience is one of all, sent, not_reached.")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int)):
+        return error(400, "delay_seconds", "delay_seconds is a whole number of seconds.")
+    at = None
+    if at_text is not None:
+        try:
+            at = datetime.fromisoformat(str(at_text).replace("Z", "+00:00"))
+        except ValueError:
+            return error(400, "at", "at must be an ISO 8601 date and time (UTC).")
+        if at.tzinfo is not None:
+            at = at.astimezone(UTC).replace(tzinfo=None)
+    _issue(issue_id)
+    step_id = chains.add_step(issue_id, g.api_user, audience=audience, delay_seconds=delay, at=at)
+    return jsonify(issue_json(_issue(step_id))), 201
 
 
 ACTIONS = {"pause": lifecycle.pause, "resume": lifecycle.resume, "send-whole": lifecycle.send_whole,
@@ -185,7 +276,11 @@ def openapi() -> Any:
                 {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
                 "responses": {"200": {"description": "A page of issues"}, "400": err, "401": err}}},
             "/issues/{issue_id}": {"get": {"summary": "One issue with its progress", "parameters": [id_param],
-                                           "responses": {"200": issue_ref, "401": err, "404": err}}},
+                                           "responses": {"200": issue_ref, "401": err, "404": err}},
+                                   "delete": {"summary": "Delete a draft and its chain's later steps",
+                                              "parameters": [id_param],
+                                              "responses": {"200": {"description": '{"deleted": [ids]}'},
+                                                            "401": err, "403": err, "404": err, "409": err}}},
             "/issues/{issue_id}/launch": {"post": {
                 "summary": "Launch now, at a time, or postpone", "parameters": [id_param],
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
@@ -197,6 +292,26 @@ def openapi() -> Any:
             "/issues/{issue_id}/send-whole": action("Release the whole remaining run at once"),
             "/issues/{issue_id}/cancel": action("Cancel for good; the rest get stopped_manually"),
             "/issues/{issue_id}/send-now": action("Send a scheduled issue now"),
+            "/issues/{issue_id}/copy": {"post": {
+                "summary": "Copy into a new draft (letter, sender, list, spread)", "parameters": [id_param],
+                "responses": {"201": issue_ref, "401": err, "403": err, "404": err}}},
+            "/issues/{issue_id}/resend": {
+                "get": {"summary": "How many each resend choice would reach now", "parameters": [id_param],
+                        "responses": {"200": {"description": '{"all": n, "not_reached": n}'}, "401": err, "404": err}},
+                "post": {"summary": "Send a sent or cancelled issue again as a new linked issue",
+                         "parameters": [id_param],
+                         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                             "audience": {"type": "string", "enum": ["all", "not_reached"]}}}}}},
+                         "responses": {"202": issue_ref, "400": err, "401": err, "403": err, "404": err, "409": err}}},
+            "/issues/{issue_id}/steps": {
+                "get": {"summary": "The steps of the issue's chain", "parameters": [id_param],
+                        "responses": {"200": {"description": "The steps in order"}, "401": err, "404": err}},
+                "post": {"summary": "Append a step to the issue's chain", "parameters": [id_param],
+                         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                             "audience": {"type": "string", "enum": ["all", "sent", "not_reached"]},
+                             "delay_seconds": {"type": "integer", "minimum": 0},
+                             "at": {"type": "string", "format": "date-time"}}}}}},
+                         "responses": {"201": issue_ref, "400": err, "401": err, "403": err, "404": err, "409": err}}},
         },
     }
     return jsonify(spec)

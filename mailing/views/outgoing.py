@@ -28,7 +28,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
-from .. import contacts, lifecycle, queueing, settings, states
+from .. import chains, contacts, lifecycle, queueing, settings, states
 from ..addresses import needs_smtputf8, wire_address
 from ..errors import BadParameter, error
 from ..extensions import db
@@ -148,6 +148,31 @@ class LaunchForm(FlaskForm):
     send_at = DateTimeLocalField("Send at (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
 
 
+class StepForm(FlaskForm):
+    """A next step of the chain: to whom (of the previous step), and when."""
+
+    audience = RadioField(_l("To"), default="all", choices=[
+        SelectChoice("all", _l("the previous step's whole list")),
+        SelectChoice("sent", _l("those the previous step was sent to")),
+        SelectChoice("not_reached", _l("those the previous step did not reach"))])
+    when = RadioField(_l("When"), default="delay", choices=[
+        SelectChoice("delay", _l("hours after the previous step finishes")),
+        SelectChoice("at", _l("at a date and time (UTC)"))])
+    delay_hours = DecimalField(_l("Hours"), places=2, default=24,
+                               validators=[Optional(), NumberRange(min=0, max=366 * 24)])
+    at = DateTimeLocalField(_l("Date and time (UTC)"), format="%Y-%m-%dT%H:%M", validators=[Optional()])
+
+    def validate_at(self, field: DateTimeLocalField) -> None:
+        if self.when.data == "at" and field.data is None:
+            raise ValidationError(_("Give the date and time."))
+
+
+class ResendForm(FlaskForm):
+    audience = RadioField(_l("Send it again to"), choices=[
+        SelectChoice("all", _l("the whole list again")),
+        SelectChoice("not_reached", _l("only those it did not reach"))])
+
+
 @bp.get("/")
 @roles(*READERS)
 def index() -> Any:
@@ -225,13 +250,18 @@ def show(issue_id: int) -> Any:
     return _issue_page(issue_id)
 
 
-def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: int = 200) -> Any:
+def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: int = 200,
+                step_form: StepForm | None = None) -> Any:
     """The issue page; `launch_form` carries a refused launch's errors beside its fields."""
     issue = db.get_or_404(Issue, issue_id)
     tab = request.args.get("tab", "details")
+    if launch_form is None and issue.status == "draft" and issue.send_at:  # a copy's send time
+        launch_form = LaunchForm(mode="at", send_at=issue.send_at)
     ctx: dict[str, Any] = {"issue": issue, "tab": tab, "progress": issue_rows.progress(issue),
                            "test_form": TestForm(), "launch_form": launch_form or LaunchForm(),
-                           "locked": lifecycle.edit_lock_reason(issue)}
+                           "locked": lifecycle.edit_lock_reason(issue),
+                           "chain": chains.steps(issue) if issue.chain_root_id else [],
+                           "step_form": step_form or StepForm()}
     if tab == "details":
         ctx["journal"] = journal_rows.issue_journal(issue.id)
         if issue.status in ("draft", "scheduled"):
@@ -340,6 +370,76 @@ def act(issue_id: int, action: str) -> Any:
     if request.htmx:
         return render_template("outgoing/_issue_row.html", issue=issue, progress=issue_rows.progress(issue))
     return redirect(request.referrer or url_for("outgoing.index"))
+
+
+# --- around the send: copy, resend, delete, chain steps (mailing/chains.py) -----------
+
+@bp.post("/issues/<int:issue_id>/copy")
+@roles(*EDITORS)
+def copy(issue_id: int) -> Any:
+    """A Draft copy, opened in the editor (htmx follows HX-Redirect)."""
+    db.get_or_404(Issue, issue_id)
+    new_id = chains.copy(issue_id, current_user)
+    flash(_("Copied into a new draft."))
+    target = url_for("outgoing.edit", issue_id=new_id)
+    if request.htmx:
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target)
+
+
+@bp.route("/issues/<int:issue_id>/resend", methods=["GET", "POST"])
+@roles(*EDITORS)
+def resend(issue_id: int) -> Any:
+    """The resend dialog: both audiences with their counts, then a linked issue launched now."""
+    issue = db.get_or_404(Issue, issue_id)
+    if not states.allowed("resend", issue.status):
+        raise states.IllegalTransition("resend", issue.status, states.refusal("resend", issue.status))
+    counts = chains.resend_counts(issue.id)
+    form = ResendForm()
+    if form.validate_on_submit():
+        try:
+            new_id = chains.resend(issue.id, current_user, form.audience.data)
+        except chains.ChainError as exc:
+            form.audience.errors.append(exc.message)
+        else:
+            lifecycle.launch(new_id, current_user)
+            flash(_("Sent again as issue #%(id)s.", id=new_id))
+            return redirect(url_for("outgoing.index"))
+    return render_template("outgoing/resend.html", issue=issue, form=form, counts=counts),         400 if form.errors else 200
+
+
+@bp.route("/issues/<int:issue_id>/delete", methods=["GET", "POST"])
+@roles(*EDITORS)
+def delete(issue_id: int) -> Any:
+    """Delete a draft and its chain's later steps, after a confirmation that names them."""
+    issue = db.get_or_404(Issue, issue_id)
+    if request.method == "POST":  # CSRFProtect has checked the token
+        ids = chains.delete(issue.id, current_user)
+        flash(_("Deleted: %(ids)s.", ids=", ".join(f"#{i}" for i in ids)))
+        return redirect(url_for("outgoing.index"))
+    if not states.allowed("delete", issue.status):
+        raise states.IllegalTransition("delete", issue.status, states.refusal("delete", issue.status))
+    return render_template("outgoing/delete.html", issue=issue, later=chains.later_steps(issue))
+
+
+@bp.post("/issues/<int:issue_id>/steps")
+@roles(*EDITORS)
+def add_step(issue_id: int) -> Any:
+    issue = db.get_or_404(Issue, issue_id)
+    form = StepForm()
+    if not form.validate_on_submit():
+        return _issue_page(issue.id, status=400, step_form=form)
+    at = form.at.data if form.when.data == "at" else None
+    delay = None if at else int(float(form.delay_hours.data or 0) * 3600)
+    try:
+        step_id = chains.add_step(issue.id, current_user, audience=form.audience.data,
+                                  delay_seconds=delay, at=at)
+    except chains.ChainError as exc:
+        getattr(form, {"delay_seconds": "delay_hours"}.get(exc.field, exc.field), form.audience).errors \
+            .append(exc.message)
+        return _issue_page(issue.id, status=400, step_form=form)
+    flash(_("Step added; edit its letter."))
+    return redirect(url_for("outgoing.show", issue_id=step_id))
 
 
 @bp.get("/journal")
