@@ -22,6 +22,7 @@ from . import uploads
 from .accounts import AccountError
 from .extensions import db
 from .fielderror import FieldError
+from .lifecycle import AdminOnly
 from .states import IllegalTransition, IssueNotFound
 from .stoplists import QuotaExceeded, SystemListError
 
@@ -39,6 +40,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], tuple[int, str, str]]] = {
     IllegalTransition: lambda exc: (409, "illegal_transition", exc.message),
     IssueNotFound: lambda exc: (404, "not_found", "No such issue."),
     FieldError: lambda exc: (400, exc.field, exc.message),
+    AdminOnly: lambda exc: (403, "admin_only", exc.message),
     QuotaExceeded: lambda exc: (409, "quota", str(exc)),
     SystemListError: lambda exc: (409, "system_list", str(exc)),
     AccountError: lambda exc: (exc.status, exc.code, exc.message),

@@ -12,22 +12,36 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import gettext as _
 
-from . import chains, queueing, settings
+from . import chains, package, queueing, rates, settings
 from .contacts import known_fields
 from .enums import DeliveryState as D
-from .enums import IssueStatus
+from .enums import IssueStatus, Role
 from .extensions import db
 from .fielderror import FieldError
 from .models import Delivery, Issue, JournalEvent, utcnow
 from .sending.letter import TEMPLATE_FIELDS, check_letter
 from .states import IllegalTransition, IssueNotFound, lock_for, record, transition
 from .store import deliveries
+from .store import package as package_store
 
 S = IssueStatus
 
 
 class LaunchError(FieldError):
     """The issue is not ready to go (HTTP 400), with the field that is wrong."""
+
+
+class AdminOnly(Exception):
+    """A step only an admin may take on this issue (HTTP 403), with why."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _check_package() -> None:
+    if package.empty():
+        raise LaunchError("package", _("The letter package is empty: ask an admin to top it up."))
 
 
 def _issue(issue_id: int) -> Issue:
@@ -78,6 +92,8 @@ def launch(issue_id: int, actor: Any, *, at: datetime | None = None, postpone: b
     """Launch now (after the launch delay), at a time, or postpone until someone presses Send."""
     issue = _issue(issue_id)
     check_ready(issue)
+    if not (postpone or at is not None):
+        _check_package()
     if postpone or at is not None:
         if at is not None and at <= utcnow():
             raise LaunchError("send_at", _("The send time is in the past."))
@@ -92,6 +108,7 @@ def launch(issue_id: int, actor: Any, *, at: datetime | None = None, postpone: b
 def send_now(issue_id: int, actor: Any) -> str:
     issue = _issue(issue_id)
     check_ready(issue)
+    _check_package()
     return _accept(issue, "send_now", actor)
 
 
@@ -126,7 +143,8 @@ def _accept(issue: Issue, action: str, actor: Any, delay: float | None = None,
     frozen = {"launch_delay_seconds": delay, "send_concurrency": current_app.config["SEND_CONCURRENCY"],
               "send_jobs": current_app.config["SEND_JOBS"], "spread_size": size,
               "spread_interval": interval, "spread_hours": issue.spread_hours,
-              "audience": counts["total"], "suppressed_at_launch": counts["suppressed"]}
+              "audience": counts["total"], "suppressed_at_launch": counts["suppressed"],
+              **rates.Limits.current().frozen()}
     transition(issue.id, action, actor=actor, details=counts,
                values={"send_at": start_at, "launched_at": now, "settings": frozen,
                        "spread_size": size, "spread_interval": interval, "released": False,
@@ -207,8 +225,24 @@ def pause(issue_id: int, actor: Any) -> str:
     return S.PAUSED
 
 
-def resume(issue_id: int, actor: Any) -> str:
-    transition(issue_id, "resume", actor=actor)
+def resume(issue_id: int, actor: Any, comment: str = "") -> str:
+    """Sending again. An issue its bounce or complaint rate interrupted is resumed only by
+    an admin, with a comment for the journal (seed 004: "contact support, discuss, then
+    resume or cancel"), and its rate window starts again; one the letter package stopped
+    waits for a top-up."""
+    issue = _issue(issue_id)
+    kind, status = issue.interrupt_kind, issue.status
+    db.session.commit()
+    if status == S.INTERRUPTED and kind == "rates":
+        if getattr(actor, "role", None) != Role.ADMIN:
+            raise AdminOnly(_("Only an admin can resume an issue interrupted for its bounce or complaint rate."))
+        if not comment.strip():
+            raise LaunchError("comment", _("Say why it is safe to resume."))
+    if status == S.INTERRUPTED and package.empty():
+        raise IllegalTransition("resume", status, _("the letter package is empty: top it up before resuming"))
+    transition(issue_id, "resume", actor=actor, reason=comment.strip() or None, values={"interrupt_kind": None})
+    if kind == "rates":
+        rates.forget(queueing.redis_connection(), issue_id)
     queueing.clear_halt(issue_id)
     _spawn(issue_id)
     return S.SENDING
@@ -237,7 +271,9 @@ def cancel(issue_id: int, actor: Any) -> str:
 
 def finish_stopping(issue_id: int) -> str:
     """Stopping → Cancelled once no recipient is in flight (a dead runner's count as not sent)."""
-    deliveries.expire_stale_sending(issue_id)
+    stale = deliveries.expire_stale_sending(issue_id)
+    if not package.unlimited():
+        package_store.give_back(stale)  # their dead runner's units, never spent
     in_flight = deliveries.open_counts(issue_id).get("sending", 0)
     if in_flight:
         db.session.commit()
@@ -272,7 +308,8 @@ def after_run(issue_id: int, outcome: Any) -> str:
     if outcome.kind == "not sending":
         return "not sending"  # paused, cancelled or finished before this runner began
     if outcome.kind == "interrupted":
-        interrupt(issue_id, outcome.reason, outcome.last_reply)
+        interrupt(issue_id, outcome.reason, outcome.last_reply, kind=outcome.interrupt_kind,
+                  details=outcome.details)
         return "interrupted"
     status = _issue(issue_id).status
     db.session.commit()
@@ -283,6 +320,16 @@ def after_run(issue_id: int, outcome: Any) -> str:
         note_paused(issue_id)  # the last runner out says what left after the click
     if outcome.kind == "halted" or status != S.SENDING:
         return "halted"
+    if outcome.kind == "exhausted":
+        # The last runner out interrupts: the others are still sending units they took.
+        # Two ending at once leave it to the maintenance loop's next runner.
+        if queueing.live_runners(issue_id):
+            return "others sending"
+        if deliveries.open_counts(issue_id):
+            db.session.commit()
+            interrupt(issue_id, package.EXHAUSTED, kind="package")
+            return "interrupted"
+        db.session.commit()
     if outcome.kind == "waiting" and outcome.next_at is not None:
         queueing.enqueue("jobs.sending.send_issue", issue_id, at=outcome.next_at)
         return "waiting for the next portion"
@@ -308,19 +355,39 @@ def finish(issue_id: int) -> None:
     chains.previous_finished(issue_id, check_ready)  # a chain's next step becomes due
 
 
-def interrupt(issue_id: int, reason: str, last_reply: str | None = None) -> None:
+def interrupt(issue_id: int, reason: str, last_reply: str | None = None, *, kind: str | None = None,
+              details: dict[str, Any] | None = None) -> None:
     """`last_reply` is the failing reply or connection error that caused the interrupt:
     it replaces the last success as the issue's "last server response", which would
-    otherwise say "250 Ok" next to a relay that is down."""
+    otherwise say "250 Ok" next to a relay that is down. `kind` ("rates", "package")
+    decides who may resume it."""
     queueing.set_halt(issue_id)
     issue = _issue(issue_id)
-    values = {"last_reply": last_reply[:500]} if last_reply else None
+    values: dict[str, Any] = {"interrupt_kind": kind}
+    if last_reply:
+        values["last_reply"] = last_reply[:500]
     try:
         transition(issue_id, "interrupt", reason=reason, values=values,
-                   details={"last_reply": last_reply or issue.last_reply})
+                   details={"last_reply": last_reply or issue.last_reply, **(details or {})})
     except IllegalTransition:
         return
     chains.hold_later_steps(issue_id, reason)  # a chain's later steps wait for a person again
+
+
+def late_report(issue_id: int, kind: str) -> bool:
+    """A late bounce ("bounce") or complaint ("complaint") of an issue still sending counts
+    in its rate window, taking no place in it; returns whether it interrupted the issue."""
+    issue = _issue(issue_id)
+    status, limits = issue.status, rates.Limits.of(issue.settings)
+    db.session.commit()
+    if status != S.SENDING:
+        return False
+    breach = rates.push(queueing.redis_connection(), issue_id, limits, 0,
+                        bounced=int(kind == "bounce"), complained=int(kind == "complaint"))
+    if breach is None:
+        return False
+    interrupt(issue_id, breach.reason(), kind="rates", details=breach.details())
+    return True
 
 
 def _done(issue_id: int) -> int:

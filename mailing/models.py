@@ -201,6 +201,10 @@ class Issue(db.Model):
     # reach ("not_reached"); the original's bounced recipients are left out either way.
     resent_from_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("issues.id", ondelete="SET NULL"))
     resend_audience: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    # Why an Interrupted issue stopped, when it decides who may resume it: "rates" (its
+    # bounce or complaint rate: an admin resumes, with a comment), "package" (the letter
+    # package ran out: anyone may resume after a top-up). None for relay errors and the like.
+    interrupt_kind: so.Mapped[str | None] = so.mapped_column(sa.String(16))
 
     sender: so.Mapped[Sender | None] = so.relationship()
     contact_list: so.Mapped[ContactList | None] = so.relationship()
@@ -424,3 +428,17 @@ class DkimKey(db.Model):
     public_key: so.Mapped[str] = so.mapped_column(sa.Text)  # base64, the record's p= value
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     active: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+
+
+class LetterPackage(db.Model):
+    """The account's balance of letters (one row, id 1), used when the `package_unlimited`
+    setting is off. A unit is taken when a recipient is claimed for sending and kept while
+    the recipient is in `sending`; it is spent when the relay answers (sent or bounced) and
+    comes back otherwise (deferred, failed, suppressed, released, stopped). So at every
+    commit: balance + recipients in `sending` of metered issues = top-ups − letters spent,
+    and a runner that dies hands its units on with its rows to whoever claims them next."""
+
+    __tablename__ = "letter_package"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    balance: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    __table_args__ = (sa.CheckConstraint("balance >= 0", name="ck_letter_package_balance"),)

@@ -25,6 +25,14 @@ DEFAULTS: dict[str, Any] = {
     "moderation_fresh_share": 0.5,  # share of recipients who never got a letter from us
     "moderation_bounce_rate": 0.05,
     "moderation_complaint_rate": 0.003,
+    # Interrupts on rates (seed 004), frozen into an issue at launch: over its last
+    # `rate_window` processed recipients, more bounces or complaints than these shares
+    # interrupt it, and only an admin resumes it.
+    "rate_window": 1000,
+    "interrupt_bounce_rate": 0.05,
+    "interrupt_complaint_rate": 0.001,
+    # The letter package (mailing/package.py): off by default, every letter is allowed.
+    "package_unlimited": True,
     "spam_words": ["viagra", "casino", "lottery winner", "100% free"],
     "blocked_domains": [],  # a cap shared by every worker on one relay (SES-style); 0: none
 }

@@ -19,10 +19,11 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from flask import current_app
 
-from .. import clock, dkim, queueing, relays, settings, states
+from .. import clock, dkim, queueing, rates, relays, settings, states
 from ..enums import DeliveryState as D
 from ..enums import IssueStatus
 from ..extensions import db
@@ -31,6 +32,7 @@ from ..models import Issue, Sender, utcnow
 from ..store import contacts as contact_store
 from ..store import deliveries as store
 from ..store import issues as issue_store
+from ..store import package
 from ..store.deliveries import Claimed, Result
 from ..store.stoplists import suppressed_among
 from .letter import Letter, LetterError
@@ -51,10 +53,14 @@ def new_owner() -> str:
 @dataclass
 class Outcome:
     """How a run ended, for lifecycle.after_run to act on."""
-    kind: str  # drained | halted | waiting (a spread issue's portion is used) | interrupted | not sending
+    # drained | halted | waiting (a spread issue's portion is used) | interrupted | not sending
+    # | exhausted (the letter package has no unit left for this runner)
+    kind: str
     reason: str | None = None  # interrupted: why, in words for the issue page
     last_reply: str | None = None  # interrupted: the failing reply or error
     next_at: datetime | None = None  # waiting: when the next portion is released
+    interrupt_kind: str | None = None  # interrupted: "rates" when its rate window tripped
+    details: dict[str, Any] | None = None  # interrupted: the figures, for the journal
 
 
 @dataclass
@@ -121,6 +127,9 @@ class Runner:
         # What this runner last wrote as the issue's wait; "" (unknown) makes its first
         # flush clear a wait an earlier runner left, such as yesterday's warm-up cap.
         self._noted_wait: str | None = ""
+        self.limits: rates.Limits | None = None  # the issue's bounce/complaint thresholds
+        self.breach: rates.Breach | None = None
+        self.metered = False  # this run spends letter-package units
 
     def shut_down(self) -> None:
         """The worker is stopping (SIGTERM, Ctrl-C on the stack): start no new letter, let
@@ -149,6 +158,9 @@ class Runner:
             return Outcome("interrupted", reason=str(exc))
         spread = bool(issue.spread_size and issue.spread_interval)
         sender_id = issue.sender_id
+        self.limits = rates.Limits.of(issue.settings)
+        # Read once per run: every unit this run takes it also spends or gives back.
+        self.metered = not settings.get("package_unlimited")
         relay_key = relay.key
         pacer = Pacer(self.signals.redis, relay_key, quiet=float(settings.get("pacing_quiet_seconds")),
                       step=float(settings.get("pacing_step_seconds")))
@@ -182,6 +194,9 @@ class Runner:
             self._settle()
         if self.loop.error is not None:
             raise self.loop.error  # the job fails visibly; what was not sent is pending again
+        if self.breach is not None:
+            return Outcome("interrupted", reason=self.breach.reason(), interrupt_kind="rates",
+                           details=self.breach.details())
         if self.tally.relay_error:
             return Outcome("interrupted", reason=self.tally.relay_error, last_reply=self.tally.relay_reply)
         return outcome
@@ -211,7 +226,20 @@ class Runner:
                     if allowed.left <= 0:
                         return Outcome("waiting", next_at=allowed.next_at)
                     limit = min(limit, allowed.left)
+            taken = 0
+            if self.metered:
+                # Units are taken in the claim's transaction: the balance and the
+                # claimed rows commit together (see models.LetterPackage).
+                taken = package.take(limit)
+                if self.warmup is not None:
+                    self.warmup.give_back(limit - taken)
+                if not taken:
+                    db.session.commit()
+                    return Outcome("exhausted")
+                limit = taken
             rows = store.claim(self.issue_id, self.owner, limit, self.lease)
+            if self.metered:  # reclaimed rows hold their dead runner's units already
+                package.give_back(taken - sum(1 for r in rows if not r.reclaimed))
             db.session.commit()
             if self.warmup is not None:
                 self.warmup.give_back(limit - len(rows))
@@ -262,9 +290,11 @@ class Runner:
         if self.warmup is not None:
             self.warmup.give_back(len(unsent))
         if self._status() == IssueStatus.STOPPING:
-            store.stop_claimed(self.issue_id, self.owner, unsent)
+            returned = store.stop_claimed(self.issue_id, self.owner, unsent)
         else:
-            store.release(self.issue_id, self.owner, unsent)
+            returned = store.release(self.issue_id, self.owner, unsent)
+        if self.metered:
+            package.give_back(returned)
         db.session.commit()
         self.signals.leave()
 
@@ -275,18 +305,34 @@ class Runner:
         held = self.tally.take_held()
         events = self.tally.take_events()
         if held:
-            store.hold_back(self.issue_id, self.owner, held)
+            returned = store.hold_back(self.issue_id, self.owner, held)
+            if self.metered:
+                package.give_back(returned)
             if self.warmup is not None:
                 self.warmup.give_back(len(held))
         for name, details in events:  # a receiving domain slowed down or recovered
             states.record(self.issue_id, name, details=details)
         if batch:
-            store.record(self.issue_id, self.owner, batch)
+            counts = store.record(self.issue_id, self.owner, batch)
+            if self.metered:  # a unit is spent when the relay answers; the rest come back
+                package.give_back(sum(counts.values()) - counts[D.SENT] - counts[D.BOUNCED])
             done = issue_store.done_count(self.issue_id)
             db.session.commit()
             self.signals.progress(done)
+            self._judge_rates(counts)
         elif held or events:
             db.session.commit()
+
+    def _judge_rates(self, counts: Any) -> None:
+        """Push this flush into the issue's rate window; a breach halts the run, which
+        then ends as interrupted (lifecycle.after_run)."""
+        processed = counts[D.SENT] + counts[D.BOUNCED] + counts[D.FAILED]
+        if not processed or self.limits is None or self.breach is not None:
+            return
+        breach = rates.push(self.signals.redis, self.issue_id, self.limits, processed, counts[D.BOUNCED])
+        if breach is not None:
+            self.breach = breach
+            self._halt()
 
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._last_flush >= 0.25:

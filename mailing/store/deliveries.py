@@ -163,6 +163,8 @@ class Claimed:
     email_key: str
     name: str
     attempts: int
+    # Claimed back from a runner whose lease expired: it already holds a package unit.
+    reclaimed: bool = False
 
 
 def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Claimed]:
@@ -181,7 +183,7 @@ def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Cla
         c.state == D.PENDING,
     )
     rows: list[Claimed] = []
-    for condition in due:
+    for i, condition in enumerate(due):
         if len(rows) >= limit:
             break
         pick = sa.select(c.id).where(c.issue_id == issue_id, condition).order_by(c.id).limit(limit - len(rows))
@@ -196,7 +198,7 @@ def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Cla
                     attempts=c.attempts + 1, updated_at=now)
             .returning(c.id, c.contact_id, c.email, c.email_key, c.name, c.attempts)
         )
-        rows.extend(Claimed(*r) for r in db.session.execute(stmt).all())
+        rows.extend(Claimed(*r, reclaimed=i == 0) for r in db.session.execute(stmt).all())
     rows.sort(key=lambda r: r.id)
     return rows
 
@@ -303,36 +305,39 @@ def _record_rows(owner: str, results: list[Result], now: datetime) -> Counter[st
     return counts
 
 
-def release(issue_id: int, owner: str, ids: list[int]) -> None:
+def release(issue_id: int, owner: str, ids: list[int]) -> int:
     """Give back claimed recipients that were never handed to the relay: pending again,
-    their attempt not counted."""
+    their attempt not counted. Returns how many this owner still held."""
     if not ids:
-        return
-    db.session.execute(
+        return 0
+    return db.session.execute(
         sa.update(deliveries)
         .where(among(deliveries.c.id, ids), deliveries.c.lease_owner == owner,
                deliveries.c.state == D.SENDING)
         .values(state=D.PENDING, lease_owner=None, lease_until=None,
                 attempts=deliveries.c.attempts - 1, updated_at=utcnow())
-    )
+    ).rowcount
 
 
-def hold_back(issue_id: int, owner: str, items: list[tuple[int, datetime]]) -> None:
+def hold_back(issue_id: int, owner: str, items: list[tuple[int, datetime]]) -> int:
     """Give back claimed recipients whose receiving domain must wait: deferred to when
-    it may send again, their attempt not counted, no lease held meanwhile."""
+    it may send again, their attempt not counted, no lease held meanwhile. Returns how
+    many this owner still held."""
     if not items:
-        return
+        return 0
+    held = 0
     by_due: dict[datetime, list[int]] = {}
     for delivery_id, due in items:
         by_due.setdefault(due, []).append(delivery_id)
     for due, ids in by_due.items():
-        db.session.execute(
+        held += db.session.execute(
             sa.update(deliveries)
             .where(among(deliveries.c.id, ids), deliveries.c.lease_owner == owner,
                    deliveries.c.state == D.SENDING)
             .values(state=D.DEFERRED, lease_owner=None, lease_until=None, next_attempt_at=due,
                     attempts=deliveries.c.attempts - 1, updated_at=utcnow())
-        )
+        ).rowcount
+    return held
 
 
 def renew_leases(issue_id: int, owner: str, lease_seconds: int) -> None:
@@ -528,3 +533,47 @@ def recipient_timeline(q: str) -> tuple[list[TimelineRow], list]:
                             _why(r.state, r.reason, r.status, r.attempts, r.next_attempt_at)) for r in rows]
     values = emails + ([value] if kind == "phone" else [])
     return timeline, entries_holding(values)
+
+
+@dataclass
+class DomainRow:
+    domain: str
+    total: int
+    sent: int
+    bounced: int
+    deferred: int
+    failed: int
+
+
+def top_domains(issue_id: int, limit: int = 10) -> list[DomainRow]:
+    """The issue's largest receiving domains with what became of their letters, for the
+    Report tab. The domain is the address key's (its A-label, lower case), so one
+    provider is one row whatever case or script the addresses were typed in. A deferred
+    letter counts while it waits; `deferred` also counts letters that were ever deferred
+    and then went (a retry count above one)."""
+    d = deliveries.c
+    if db.engine.dialect.name == "postgresql":
+        domain = sa.func.split_part(d.email_key, "@", 2)
+    else:
+        domain = sa.func.substr(d.email_key, sa.func.instr(d.email_key, "@") + 1)
+
+    def count(condition: Any) -> Any:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    rows = db.session.execute(
+        sa.select(domain.label("domain"), sa.func.count(), count(d.state == D.SENT), count(d.state == D.BOUNCED),
+                  count(sa.or_(d.state == D.DEFERRED, d.attempts > 1)), count(d.state == D.FAILED))
+        .where(d.issue_id == issue_id, d.state != D.SUPPRESSED)
+        .group_by("domain").order_by(sa.func.count().desc(), sa.literal_column("domain")).limit(limit)).all()
+    return [DomainRow(r[0], r[1], r[2] or 0, r[3] or 0, r[4] or 0, r[5] or 0) for r in rows]
+
+
+def refusal_reasons(issue_id: int, limit: int = 10) -> list[ReplyGroup]:
+    """Why letters were refused (bounced, failed or waiting deferred), grouped by reply
+    code and enhanced code, most frequent first, with an example text."""
+    d = deliveries.c
+    rows = db.session.execute(
+        sa.select(d.reply_code, d.reply_enhanced, sa.func.count(), sa.func.max(d.reply_text))
+        .where(d.issue_id == issue_id, d.state.in_([D.BOUNCED, D.FAILED, D.DEFERRED]))
+        .group_by(d.reply_code, d.reply_enhanced).order_by(sa.func.count().desc()).limit(limit)).all()
+    return [ReplyGroup(*r) for r in rows]

@@ -31,3 +31,9 @@ def journal_page(page: int, issue: int | None = None, actor: str | None = None,
 
 def journal_event_types() -> list[str]:
     return list(db.session.scalars(sa.select(JournalEvent.event).distinct().order_by(JournalEvent.event)))
+
+
+def events_of(*events: str, limit: int = 50) -> list[JournalEvent]:
+    """The latest account-wide events of these kinds (package top-ups, ...), newest first."""
+    return list(db.session.scalars(
+        sa.select(JournalEvent).where(JournalEvent.event.in_(events)).order_by(JournalEvent.id.desc()).limit(limit)))

@@ -17,6 +17,7 @@ from .. import errors
 from ..enums import Role
 from ..extensions import db
 from ..models import Issue
+from ..package import balance as package_balance
 from ..states import LABELS, IssueStatus, available_actions
 from ..store.issues import progress
 from . import (
@@ -28,6 +29,7 @@ from . import (
     moderation,
     outgoing,
     pacing,
+    package,
     params,
     sandbox,
     senders,
@@ -72,8 +74,15 @@ def _held() -> int:
         sa.select(sa.func.count()).select_from(Issue).where(Issue.status == "moderation")) or 0
 
 
+def _package_balance() -> int | None:
+    """The balance the navigation shows to editors and admins (None: unlimited)."""
+    if not current_user.is_authenticated or current_user.role not in EDITORS:
+        return None
+    return package_balance()
+
+
 def _template_globals() -> dict[str, Any]:
-    return {"held_count": Lazy(_held), "STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
+    return {"held_count": Lazy(_held), "package_left": _package_balance, "STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
             "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
             "available_actions": available_actions, "issue_progress": progress}
 
@@ -90,7 +99,7 @@ def register(app: Flask) -> None:
     errors.init_app(app)
     access.init_app(app)
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
-               contacts.bp, senders.bp, pacing.bp, dkim.bp):
+               contacts.bp, senders.bp, pacing.bp, dkim.bp, package.bp):
         app.register_blueprint(bp)
     app.context_processor(_template_globals)
     app.after_request(_vary)

@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import chains, lifecycle, stoplists
+from .. import chains, lifecycle, package, stoplists
 from ..complaints import ComplaintError, handle_arf
+from ..enums import Role
 from ..errors import error
 from ..extensions import csrf, db
 from ..models import ApiToken, Issue, StopList, utcnow
@@ -68,7 +69,8 @@ def issue_json(issue: Issue) -> dict[str, Any]:
     p = issue_rows.progress(issue)
     return {
         "id": issue.id, "subject": issue.subject, "status": issue.status,
-        "status_reason": issue.status_reason, "sender_id": issue.sender_id, "list_id": issue.list_id,
+        "status_reason": issue.status_reason, "interrupt_kind": issue.interrupt_kind,
+        "sender_id": issue.sender_id, "list_id": issue.list_id,
         "send_at": issue.send_at.isoformat() + "Z" if issue.send_at else None,
         "started_at": issue.started_at.isoformat() + "Z" if issue.started_at else None,
         "finished_at": issue.finished_at.isoformat() + "Z" if issue.finished_at else None,
@@ -232,7 +234,12 @@ def act(issue_id: int, action: str) -> Any:
     if action not in ACTIONS:
         return error(404, "not_found", f"Unknown action {action!r}.")
     _issue(issue_id)
-    ACTIONS[action](issue_id, g.api_user)
+    if action == "resume":  # after a rate interrupt an admin gives a comment
+        body = request.get_json(silent=True) if request.is_json else None
+        comment = body.get("comment", "") if isinstance(body, dict) else ""
+        lifecycle.resume(issue_id, g.api_user, comment=comment if isinstance(comment, str) else "")
+    else:
+        ACTIONS[action](issue_id, g.api_user)
     return jsonify(issue_json(_issue(issue_id)))
 
 
@@ -288,7 +295,21 @@ def openapi() -> Any:
                     "send_at": {"type": "string", "format": "date-time"}}}}}},
                 "responses": {"202": issue_ref, "400": err, "401": err, "403": err, "404": err, "409": err}}},
             "/issues/{issue_id}/pause": action("Pause: no new message starts"),
-            "/issues/{issue_id}/resume": action("Resume a paused or interrupted issue"),
+            "/issues/{issue_id}/resume": {"post": {
+                "summary": "Resume a paused or interrupted issue; after a rate interrupt only an admin, "
+                           "with a comment", "parameters": [id_param],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "comment": {"type": "string"}}}}}},
+                "responses": {"200": issue_ref, "400": err, "401": err, "403": err, "404": err, "409": err}}},
+            "/package": {"get": {"summary": "The letter package: unlimited, or its balance",
+                                 "responses": {"200": {"description": '{"unlimited": bool, "balance": n}'},
+                                               "401": err, "403": err}}},
+            "/package/top-up": {"post": {
+                "summary": "Add letters to the package (admins)",
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["amount"],
+                                "properties": {"amount": {"type": "integer", "minimum": 1}}}}}},
+                "responses": {"200": {"description": '{"unlimited": bool, "balance": n}'}, "400": err,
+                              "401": err, "403": err}}},
             "/issues/{issue_id}/send-whole": action("Release the whole remaining run at once"),
             "/issues/{issue_id}/cancel": action("Cancel for good; the rest get stopped_manually"),
             "/issues/{issue_id}/send-now": action("Send a scheduled issue now"),
@@ -409,6 +430,25 @@ def change_stoplist(list_id: int) -> Any:
         return error(400, "name", 'Send {"name": "..."} (1 to 200 characters).')
     stoplists.rename(stop, name.strip())
     return jsonify(id=stop.id, name=stop.name)
+
+
+@bp.get("/package")
+@api(*EDITORS)
+def package_state() -> Any:
+    """The letter package: {"unlimited": bool, "balance": int | null}."""
+    balance = package.balance()
+    return jsonify(unlimited=balance is None, balance=balance)
+
+
+@bp.post("/package/top-up")
+@api(Role.ADMIN)
+def package_top_up() -> Any:
+    """Add letters ({"amount": n}); admins only, journalled."""
+    body = request.get_json(silent=True)
+    amount = body.get("amount") if isinstance(body, dict) else None
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        return error(400, "amount", 'Send {"amount": n}, a whole number of letters.')
+    return jsonify(unlimited=package.unlimited(), balance=package.top_up(amount, g.api_user))
 
 
 @bp.post("/complaints")

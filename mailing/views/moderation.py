@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_user
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -87,6 +88,12 @@ class SettingsForm(FlaskForm):
     moderation_bounce_rate = DecimalField("Hold when the sender's bounce rate exceeds (0–1)", validators=[NumberRange(0, 1)])
     moderation_complaint_rate = DecimalField("Hold when the sender's complaint rate exceeds (0–1)",
                                              validators=[NumberRange(0, 1)])
+    rate_window = IntegerField(_l("Rate interrupts: judge over the last N processed recipients"),
+                               validators=[NumberRange(20, 1_000_000)])
+    interrupt_bounce_rate = DecimalField(_l("Interrupt when the bounce share exceeds (0–1)"), places=None,
+                                         validators=[NumberRange(0, 1)])
+    interrupt_complaint_rate = DecimalField(_l("Interrupt when the complaint share exceeds (0–1)"), places=None,
+                                            validators=[NumberRange(0, 1)])
     spam_words = TextAreaField("Spam words (one per line)", validators=[Length(max=100_000)])
     blocked_domains = TextAreaField("Blocklisted link domains (one per line)", validators=[Length(max=100_000)])
 

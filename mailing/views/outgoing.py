@@ -278,6 +278,8 @@ def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: in
     elif tab == "report":
         ctx["by_state"] = deliveries.delivery_states(issue.id)
         ctx["per_minute"] = deliveries.sent_per_minute(issue.id)
+        ctx["domains"] = deliveries.top_domains(issue.id)
+        ctx["reasons"] = deliveries.refusal_reasons(issue.id)
     else:
         abort(404)
     return render_template("outgoing/show.html", **ctx), status
@@ -347,9 +349,9 @@ def launch(issue_id: int) -> Any:
     try:
         lifecycle.launch(issue.id, current_user, at=at, postpone=form.mode.data == "postpone")
     except lifecycle.LaunchError as exc:
-        if exc.field not in ("mode", "send_at"):
+        if exc.field not in ("mode", "send_at", "package"):
             raise  # not about this form's fields: answered as every refused launch (mailing/errors.py)
-        getattr(form, exc.field).errors.append(exc.message)
+        getattr(form, "mode" if exc.field == "package" else exc.field).errors.append(exc.message)
         return _issue_page(issue.id, form, 400)
     return redirect(url_for("outgoing.index"))
 
@@ -364,7 +366,11 @@ def act(issue_id: int, action: str) -> Any:
     if action not in handlers:
         abort(404)
     issue = db.get_or_404(Issue, issue_id)
-    handlers[action](issue.id, current_user)  # a refusal is answered by mailing/errors.py
+    if action == "resume":  # after a rate interrupt an admin says why (the menu's prompt)
+        comment = request.headers.get("HX-Prompt") or request.form.get("comment", "")
+        lifecycle.resume(issue.id, current_user, comment=comment)
+    else:
+        handlers[action](issue.id, current_user)  # a refusal is answered by mailing/errors.py
     db.session.expire_all()
     issue = db.session.get(Issue, issue_id)
     if request.htmx:
