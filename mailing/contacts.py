@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from email_validator import EmailNotValidError
 
-from . import stoplists
+from . import stoplists, triggers
 from .addresses import email_key, is_valid_email, normalise_key, search_form
 from .extensions import checkpoint_wal, db
 from .models import (
@@ -112,8 +112,11 @@ def upsert(rows: list[dict[str, Any]], list_id: int | None) -> tuple[int, int]:
     ids = db.session.execute(stmt.returning(Contact.__table__.c.id),
                              [{**r, "created_at": now} for r in rows]).scalars().all()
     if list_id is not None and ids:
-        member = _insert(list_members).on_conflict_do_nothing()
-        db.session.execute(member, [{"list_id": list_id, "contact_id": i} for i in ids])
+        # RETURNING gives only the members that are new to the list: they are who
+        # "joined", for a triggered mailing that welcomes them (mailing/triggers.py).
+        member = _insert(list_members).on_conflict_do_nothing().returning(list_members.c.contact_id)
+        joined = db.session.scalars(member, [{"list_id": list_id, "contact_id": i} for i in ids]).all()
+        triggers.joined(list_id, list(joined))
     return len(rows) - len(existing), len(existing)
 
 

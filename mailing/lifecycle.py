@@ -19,7 +19,7 @@ from .enums import IssueStatus, Role
 from .extensions import db
 from .fielderror import FieldError
 from .models import Delivery, Issue, JournalEvent, utcnow
-from .sending.letter import TEMPLATE_FIELDS, check_letter
+from .sending.letter import TEMPLATE_FIELDS, check_letter, template_fields
 from .states import IllegalTransition, IssueNotFound, lock_for, record, transition
 from .store import deliveries
 from .store import package as package_store
@@ -70,7 +70,11 @@ def check_ready(issue: Issue) -> None:
 def letter_problems(issue: Issue) -> dict[str, list[str]]:
     """What is wrong with the letter's placeholders and headers, per field; checked at
     save time and again at launch (a custom field may have gone since)."""
-    return check_letter({f: getattr(issue, f) or "" for f in TEMPLATE_FIELDS}, known_fields())
+    values = {f: getattr(issue, f) or "" for f in TEMPLATE_FIELDS}
+    known = known_fields()
+    if issue.kind == "triggered":  # its fields come with each participant, not from contacts
+        known += sorted(set().union(*(template_fields(v) for v in values.values())))
+    return check_letter(values, known)
 
 
 def edit_lock_reason(issue: Issue) -> str | None:
@@ -92,6 +96,10 @@ def launch(issue_id: int, actor: Any, *, at: datetime | None = None, postpone: b
     """Launch now (after the launch delay), at a time, or postpone until someone presses Send."""
     issue = _issue(issue_id)
     check_ready(issue)
+    if issue.kind == "triggered":
+        if postpone or at is not None:
+            raise LaunchError("mode", _("A triggered mailing goes live now and sends as participants arrive."))
+        return go_live(issue_id, actor)
     if not (postpone or at is not None):
         _check_package()
     if postpone or at is not None:
@@ -103,6 +111,19 @@ def launch(issue_id: int, actor: Any, *, at: datetime | None = None, postpone: b
             queueing.enqueue("jobs.sending.start_issue", issue_id, at=at)
         return S.SCHEDULED
     return _accept(issue, "launch", actor)
+
+
+def go_live(issue_id: int, actor: Any) -> str:
+    """A triggered mailing (mailing/triggers.py): Sending at once, with nobody yet. Its
+    letter and sender were checked as any launch's; there is no audience to form or
+    moderate, and no letter package to check until a participant arrives."""
+    now = utcnow()
+    transition(issue_id, "go_live", actor=actor,
+               values={"started_at": now, "launched_at": now, "total": 0, "send_at": None,
+                       "launched_by_id": getattr(actor, "id", None),
+                       "settings": {"kind": "triggered", **rates.Limits.current().frozen()}})
+    queueing.clear_halt(issue_id)
+    return S.SENDING
 
 
 def send_now(issue_id: int, actor: Any) -> str:
@@ -249,6 +270,8 @@ def resume(issue_id: int, actor: Any, comment: str = "") -> str:
 
 
 def send_whole(issue_id: int, actor: Any) -> str:
+    if _issue(issue_id).kind == "triggered":
+        raise IllegalTransition("send_whole", S.SENDING, _("a triggered mailing has nothing held back to release"))
     transition(issue_id, "send_whole", actor=actor, values={"released": True})
     queueing.clear_halt(issue_id)
     _spawn(issue_id)  # a spread issue may have no runner between portions
@@ -330,6 +353,9 @@ def after_run(issue_id: int, outcome: Any) -> str:
             interrupt(issue_id, package.EXHAUSTED, kind="package")
             return "interrupted"
         db.session.commit()
+    if outcome.kind == "drained" and _issue(issue_id).kind == "triggered":
+        db.session.commit()
+        return "idle"  # the next participant enqueues a runner (triggers.wake)
     if outcome.kind == "waiting" and outcome.next_at is not None:
         queueing.enqueue("jobs.sending.send_issue", issue_id, at=outcome.next_at)
         return "waiting for the next portion"
@@ -348,6 +374,9 @@ def after_run(issue_id: int, outcome: Any) -> str:
 
 
 def finish(issue_id: int) -> None:
+    if _issue(issue_id).kind == "triggered":
+        db.session.commit()
+        return  # a triggered mailing stays live until someone stops it
     try:
         transition(issue_id, "finish", values={"finished_at": utcnow()})
     except IllegalTransition:

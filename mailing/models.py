@@ -205,6 +205,11 @@ class Issue(db.Model):
     # bounce or complaint rate: an admin resumes, with a comment), "package" (the letter
     # package ran out: anyone may resume after a top-up). None for relay errors and the like.
     interrupt_kind: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    # "issue": one send to its list. "triggered" (mailing/triggers.py): once launched it
+    # stays live and sends one letter to each participant as it arrives (through the API,
+    # or, with `trigger_on_join`, each contact who joins its list).
+    kind: so.Mapped[str] = so.mapped_column(sa.String(16), default="issue", server_default="issue")
+    trigger_on_join: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
 
     sender: so.Mapped[Sender | None] = so.relationship()
     contact_list: so.Mapped[ContactList | None] = so.relationship()
@@ -441,4 +446,20 @@ class LetterPackage(db.Model):
     __tablename__ = "letter_package"
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     balance: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
-    __table_args__ = (sa.CheckConstraint("balance >= 0", name="ck_letter_package_balance"),)
+    __table_args__ = (sa.CheckConstraint("balance >= 0", name="balance"),)
+
+
+class TriggerParticipant(db.Model):
+    """One arrival at a triggered mailing: the delivery it became, the caller's idempotency
+    key (the same key twice is one letter) and the fields for its letter. The delivery has
+    no contact (a person may take part many times), so the fields live here."""
+
+    __tablename__ = "trigger_participants"
+    __table_args__ = (sa.UniqueConstraint("issue_id", "idempotency_key", name="uq_trigger_participants_key"),)
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    issue_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("issues.id", ondelete="CASCADE"))
+    delivery_id: so.Mapped[int] = so.mapped_column(unique=True)
+    contact_id: so.Mapped[int | None]
+    idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    fields: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)

@@ -139,6 +139,15 @@ def rate(issue_id: int, window: float = 15.0) -> float:
     return max(d1 - d0, 0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+def last_activity(issue_id: int) -> float | None:
+    """When the issue last sent (its newest progress sample), as a Unix time."""
+    try:
+        raw = redis_connection().lindex(progress_key(issue_id), -1)
+    except redis.RedisError:
+        return None
+    return float(raw.decode().split(":")[0]) if raw else None
+
+
 def live_runners(issue_id: int) -> int:
     """Runners on the issue whose heartbeat has not run out."""
     return int(redis_connection().zcount(runners_key(issue_id), time.time(), "+inf"))

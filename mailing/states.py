@@ -56,6 +56,8 @@ ACTIONS: dict[str, Action] = {
     a.name: a
     for a in [
         _a("launch", {S.DRAFT}, S.ACCEPTED, _l("launched")),
+        # A triggered mailing (mailing/triggers.py) goes live at once: no audience to form.
+        _a("go_live", {S.DRAFT}, S.SENDING, _l("made live")),
         _a("hold", {S.DRAFT, S.SCHEDULED}, S.MODERATION, _l("sent to moderation"), user=False),
         _a("schedule", {S.DRAFT}, S.SCHEDULED, _l("scheduled")),
         _a("unschedule", {S.SCHEDULED}, S.DRAFT, _l("returned to draft")),

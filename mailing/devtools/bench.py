@@ -842,3 +842,97 @@ def bench_stoplist(lines: int) -> None:
               "rejected": len(report.rejected)})
     finally:
         stack.close()
+
+
+@bench.command("trigger")
+@click.option("--rate", default=100, type=int, help="participants per second through the API")
+@click.option("--seconds", "duration", default=30.0, type=float)
+@click.option("--workers", default=2, type=int)
+def bench_trigger(rate: int, duration: float, workers: int) -> None:
+    """A live triggered mailing fed through the real web server's API at a steady rate,
+    each call retried once with its idempotency key: the time from the API's answer to the
+    relay's 250 for that participant, and how many letters a retried key made."""
+    import urllib.request
+
+    stack = Stack("aiosmtpd", {"SEND_JOBS": "1", "SEND_CONCURRENCY": "4"})
+    web = None
+    try:
+        with stack.app_context():
+            from mailing import lifecycle
+            from mailing.cli import create_user
+            from mailing.extensions import db
+            from mailing.models import ApiToken, Issue
+            from mailing.views.api import token_hash
+
+            issue_id = seed_issue(0, body=BODY.replace("{{ name }}", "{{ name }}, order {{ order }}"))
+            db.session.execute(sa.update(Issue).where(Issue.id == issue_id).values(kind="triggered"))
+            user, _pw = create_user("bench@outbox.local", "editor", "bench-password")
+            token = "obx_bench_trigger"
+            db.session.add(ApiToken(user_id=user.id, name="bench", token_hash=token_hash(token)))
+            db.session.commit()
+            lifecycle.launch(issue_id, user)
+        stack.start_workers(workers)
+        port = _free_port()
+        web = subprocess.Popen(web_command(port, processes=4), cwd=ROOT, env=stack.env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/api/v1/triggers/{issue_id}/participants"
+
+        def call(i: int) -> float:
+            body = json.dumps({"email": f"p{i:06d}@bench.example", "name": f"Buyer {i}", "fields": {"order": str(i)},
+                               "idempotency_key": f"bench-{i}"}).encode()
+            req = urllib.request.Request(url, body, {"Authorization": f"Bearer {token}",
+                                                     "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                resp.read()
+            return time.time()
+
+        for _ in range(200):  # the web server is up when it answers
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(2)  # workers import and connect
+        answered: dict[str, float] = {}
+        lock = threading.Lock()
+        total = int(rate * duration)
+        started = time.time()
+
+        def one(i: int) -> None:
+            at = call(i)
+            with lock:
+                answered[f"p{i:06d}@bench.example"] = at
+            call(i)  # the caller retries with the same key: no second letter
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            futures = []
+            for i in range(total):
+                pause = started + i / rate - time.time()
+                if pause > 0:
+                    time.sleep(pause)
+                futures.append(pool.submit(one, i))
+            failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            raise click.ClickException(f"{len(failed)} API calls failed, the first: {failed[0]!r}")
+        deadline = time.time() + 60
+        while stack.sink.received < total and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)  # letters a retried key might still make
+        with stack.sink._lock:
+            first_at: dict[str, float] = {}
+            for r, t in zip(stack.sink.per_rcpt_order, stack.sink.times, strict=False):
+                first_at.setdefault(r, t)
+            duplicates = sum(n - 1 for n in stack.sink.per_rcpt.values() if n > 1)
+        lat = sorted(max(first_at[r] - at, 0.0) * 1000 for r, at in answered.items() if r in first_at)
+
+        def pct(q: float) -> float:
+            return round(lat[max(int(len(lat) * q) - 1, 0)], 1) if lat else 0.0
+
+        emit({"rate": rate, "seconds": duration, "participants": total, "received": len(first_at),
+              "duplicates": duplicates, "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99)})
+    finally:
+        if web is not None:
+            stop_tree(web, 5)
+        stack.close()

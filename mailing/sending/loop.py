@@ -221,7 +221,7 @@ class Connection:
         loop, item = self.loop, self.item
         if self.mid is None:
             key = item.contact_id if item.contact_id is not None else f"d{item.id}"
-            fields = loop.fields.pop(item.contact_id, {}) if item.contact_id is not None else {}
+            fields = loop.fields.pop(key, {})  # by contact, or by delivery for a triggered one
             try:
                 self.mid, self.data = loop.letter.build(Recipient(
                     item.id, key, item.email, item.name, unsubscribe_url(loop.base_url, loop.secret, item.id),

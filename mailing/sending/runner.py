@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import current_app
 
-from .. import clock, dkim, queueing, rates, relays, settings, states
+from .. import clock, dkim, queueing, rates, relays, settings, states, triggers
 from ..enums import DeliveryState as D
 from ..enums import IssueStatus
 from ..extensions import db
@@ -44,6 +44,9 @@ from .transport import RelayConfig, RelayUnavailable
 
 # A run waits for a deferred letter due within this many seconds instead of ending.
 RETRY_SOON = 5.0
+# A triggered mailing's runner waits this long for the next participant before it ends
+# (it is woken at once through Redis; an arrival after it ended starts a new one).
+TRIGGER_IDLE = 30.0
 
 
 def new_owner() -> str:
@@ -115,8 +118,10 @@ class Runner:
         self.signals = Signals(queueing.redis_connection(), issue_id, self.owner, self.lease)
         self.tally = Tally()
         self.work: deque[Claimed] = deque()
-        # Contact fields the letter needs (phone, custom ones), by contact id, fetched per claim.
-        self.fields: dict[int, dict[str, str]] = {}
+        # Fields the letter needs (phone, custom ones), fetched per claim: by contact id, or
+        # "d<delivery id>" for a triggered mailing's participants.
+        self.fields: dict[int | str, dict[str, str]] = {}
+        self.triggered = False
         self.loop: SendLoop | None = None
         self.warmup: Warmup | None = None
         self.relay: relays.Relay | None = None  # the issue's sender's relay, once the run starts
@@ -159,6 +164,7 @@ class Runner:
         spread = bool(issue.spread_size and issue.spread_interval)
         sender_id = issue.sender_id
         self.limits = rates.Limits.of(issue.settings)
+        self.triggered = issue.kind == triggers.TRIGGERED
         # Read once per run: every unit this run takes it also spends or gives back.
         self.metered = not settings.get("package_unlimited")
         relay_key = relay.key
@@ -244,7 +250,7 @@ class Runner:
             if self.warmup is not None:
                 self.warmup.give_back(limit - len(rows))
             if not rows:
-                if self._retry_soon():
+                if self._retry_soon() or (self.triggered and self._await_participants()):
                     continue
                 return Outcome("drained")
             blocked = suppressed_among([r.email_key for r in rows], sender_id)
@@ -252,7 +258,9 @@ class Runner:
                 if r.email_key in blocked:
                     self.tally.add(Result(r.id, D.SUPPRESSED, reason=blocked[r.email_key]))
             sendable = [r for r in rows if r.email_key not in blocked]
-            if letter.custom_fields:
+            if self.triggered:
+                self.fields.update(triggers.letter_fields([r.id for r in sendable]))
+            elif letter.custom_fields:
                 self.fields.update(contact_store.letter_values(
                     [r.contact_id for r in sendable if r.contact_id is not None], letter.custom_fields))
             db.session.commit()
@@ -364,6 +372,23 @@ class Runner:
             time.sleep(0.05)
             self._keep_alive()
         return True
+
+    def _await_participants(self) -> bool:
+        """Nobody due on a triggered mailing: wait for the next participant, woken by
+        triggers.wake or seen due by a cheap count twice a second (one that arrived in a
+        transaction committed after its wake-up), for up to TRIGGER_IDLE seconds."""
+        until = time.monotonic() + TRIGGER_IDLE
+        key = triggers.wake_key(self.issue_id)
+        while time.monotonic() < until and not self.tally.halted.is_set():
+            woken = self.signals.redis.blpop([key], timeout=0.5)
+            self._keep_alive()
+            if woken or store.due_count(self.issue_id, utcnow()):
+                db.session.commit()
+                return True
+            db.session.commit()
+            if self._status() != IssueStatus.SENDING:
+                return False
+        return False
 
     def _status(self) -> str:
         status = issue_store.status_of(self.issue_id)

@@ -4,7 +4,7 @@ runs many times a second (each reads one row by its primary key and nothing else
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,6 +58,7 @@ class Progress:
     countdown: int | None  # seconds until an accepted issue starts
     live: bool
     next_portion_at: datetime | None = None
+    last_activity: datetime | None = None  # a triggered mailing: when it last sent
 
 
 def progress(issue: Issue) -> Progress:
@@ -74,7 +75,13 @@ def progress(issue: Issue) -> Progress:
         stopped=issue.stopped_count, remaining=remaining, rate=round(r, 1), eta_seconds=eta,
         countdown=countdown, live=issue.status in (S.ACCEPTED, S.SENDING, S.STOPPING),
         next_portion_at=_next_portion(issue) if issue.status in (S.SENDING, S.PAUSED) else None,
+        last_activity=_last_activity(issue) if issue.kind == "triggered" else None,
     )
+
+
+def _last_activity(issue: Issue) -> datetime | None:
+    at = queueing.last_activity(issue.id)
+    return datetime.fromtimestamp(at, UTC).replace(tzinfo=None) if at else None
 
 
 def _next_portion(issue: Issue) -> datetime | None:

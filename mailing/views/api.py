@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import chains, lifecycle, package, stoplists
+from .. import chains, lifecycle, package, stoplists, triggers
 from ..complaints import ComplaintError, handle_arf
 from ..enums import Role
 from ..errors import error
@@ -69,7 +69,7 @@ def issue_json(issue: Issue) -> dict[str, Any]:
     p = issue_rows.progress(issue)
     return {
         "id": issue.id, "subject": issue.subject, "status": issue.status,
-        "status_reason": issue.status_reason, "interrupt_kind": issue.interrupt_kind,
+        "kind": issue.kind, "status_reason": issue.status_reason, "interrupt_kind": issue.interrupt_kind,
         "sender_id": issue.sender_id, "list_id": issue.list_id,
         "send_at": issue.send_at.isoformat() + "Z" if issue.send_at else None,
         "started_at": issue.started_at.isoformat() + "Z" if issue.started_at else None,
@@ -144,6 +144,27 @@ def launch(issue_id: int) -> Any:
     _issue(issue_id)
     lifecycle.launch(issue_id, g.api_user, at=at, postpone=mode == "postpone")
     return jsonify(issue_json(_issue(issue_id))), 202
+
+
+# --- triggered mailings (mailing/triggers.py) ------------------------------------
+
+@bp.post("/triggers/<int:issue_id>/participants")
+@api(*EDITORS)
+def participant(issue_id: int) -> Any:
+    """One participant of a live triggered mailing: {"email" | "contact_id", "name",
+    "fields", "idempotency_key"} (or the Idempotency-Key header). 202 with the new
+    delivery; 200 with the first one's when the key was seen before."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error(400, "body", "The body must be a JSON object.")
+    key = body.get("idempotency_key", request.headers.get("Idempotency-Key"))
+    arrival = triggers.arrive(issue_id, email=body.get("email"), contact_id=body.get("contact_id"),
+                              name=body.get("name"), fields=body.get("fields"), key=key)
+    if arrival.live and not arrival.duplicate:
+        triggers.wake(issue_id)
+    return jsonify(participant_id=arrival.participant_id, delivery_id=arrival.delivery_id,
+                   state=arrival.state, reason=arrival.reason, duplicate=arrival.duplicate), \
+        200 if arrival.duplicate else 202
 
 
 # --- around the send: copy, resend, delete, chain steps (mailing/chains.py) ---------

@@ -15,6 +15,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from htmx_flask import request
 from wtforms import (
+    BooleanField,
     DateTimeLocalField,
     DecimalField,
     EmailField,
@@ -40,6 +41,7 @@ from ..sending.letter import (
     Recipient,
     check_letter,
     clean_header_value,
+    template_fields,
 )
 from ..sending.runner import build_letter, relay_config
 from ..sending.transport import NoSmtpUtf8, RelayUnavailable, SmtpConnection
@@ -67,6 +69,10 @@ class IssueForm(FlaskForm):
     from_name = StringField(_l("From name (empty: the sender's)"), validators=[Optional(), Length(max=200)])
     reply_to = StringField(_l("Reply-To"), validators=[Optional(), Length(max=254)])
     list_id = SelectField(_l("Contact list"), coerce=int, validators=[DataRequired()])
+    kind = RadioField(_l("Kind"), default="issue", choices=[
+        SelectChoice("issue", _l("An issue: one send to the list")),
+        SelectChoice("triggered", _l("A triggered mailing: one letter to each participant as they arrive"))])
+    trigger_on_join = BooleanField(_l("Also send it to each contact who joins the list"))
     body_html = TextAreaField(_l("HTML body"), validators=[DataRequired(), Length(max=500_000)])
     body_text = TextAreaField(_l("Plain-text part (empty: made from the HTML)"),
                               validators=[Optional(), Length(max=500_000)])
@@ -107,7 +113,10 @@ class IssueForm(FlaskForm):
         contact fields that exist: a typo such as {{ nmae }} is shown next to its field."""
         ok = super().validate(extra_validators)
         values = {name: getattr(self, name).data or "" for name in TEMPLATE_FIELDS}
-        for name, found in check_letter(values, contacts.known_fields()).items():
+        known = contacts.known_fields()
+        if self.kind.data == "triggered":  # each participant brings its own fields
+            known += sorted(set().union(*(template_fields(v) for v in values.values())))
+        for name, found in check_letter(values, known).items():
             getattr(self, name).errors = [*getattr(self, name).errors, *found]
             ok = False
         return ok
@@ -120,6 +129,8 @@ class IssueForm(FlaskForm):
         issue.body_text = self.body_text.data or ""
         issue.custom_headers = (self.custom_headers.data or "").strip()
         issue.sender_id, issue.list_id = self.sender_id.data, self.list_id.data
+        issue.kind = "triggered" if self.kind.data == "triggered" else "issue"
+        issue.trigger_on_join = issue.kind == "triggered" and bool(self.trigger_on_join.data)
         mode = self.spread.data
         issue.spread_size = self.portion_size.data if mode == "portions" else None
         issue.spread_interval = int(float(self.portion_minutes.data) * 60) if mode == "portions" else None
