@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "interrupt_complaint_rate": 0.001,
     # The letter package (mailing/package.py): off by default, every letter is allowed.
     "package_unlimited": True,
+    # Requests per minute one API token may make; more answer 429 with Retry-After. 0: none.
+    "api_requests_per_minute": 1200,
     "spam_words": ["viagra", "casino", "lottery winner", "100% free"],
     "blocked_domains": [],  # a cap shared by every worker on one relay (SES-style); 0: none
 }

@@ -1,11 +1,14 @@
 """The JSON API: tokens, roles, errors and the OpenAPI document."""
 
 import hashlib
+from datetime import timedelta
+
+import sqlalchemy as sa
 
 from mailing.extensions import db
 from mailing.models import ApiToken
 
-from .support import csrf_from, issue_row
+from .support import csrf_from, deliveries_of, issue_row, wait_status
 
 
 def test_tokens_are_required_and_checked(client, ctx, api_client, make_issue):
@@ -68,3 +71,53 @@ def test_profile_creates_shows_once_and_revokes_tokens(client, ctx, login):
     assert client.get("/api/v1/issues", headers=headers).status_code == 401
     bad = client.post("/profile/tokens", data={"name": "", "csrf_token": csrf_from(page.data)})
     assert bad.status_code == 400
+
+
+def test_a_token_over_its_rate_gets_429_with_retry_after(ctx, api_client, make_issue):
+    from mailing import settings
+
+    settings.put("api_requests_per_minute", 5)
+    db.session.commit()
+    api = api_client("support")
+    other = api_client("support")
+    answers = [api.get("/issues") for _ in range(6)]
+    assert [r.status_code for r in answers[:5]] == [200] * 5
+    limited = answers[5]
+    assert limited.status_code == 429 and limited.json["error"] == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 61
+    assert other.get("/issues").status_code == 200, "the limit is per token"
+
+
+def test_reading_writes_last_used_at_at_most_once_a_minute(ctx, api_client):
+    api = api_client("support")
+    api.get("/issues")
+    token = db.session.scalars(sa.select(ApiToken).order_by(ApiToken.id.desc())).first()
+    first = token.last_used_at
+    assert first is not None
+    db.session.commit()
+    api.get("/issues")
+    db.session.expire_all()
+    assert db.session.get(ApiToken, token.id).last_used_at == first, "a second read a moment later wrote nothing"
+    db.session.execute(sa.update(ApiToken).where(ApiToken.id == token.id)
+                       .values(last_used_at=first - timedelta(minutes=2)))
+    db.session.commit()
+    api.get("/issues")
+    db.session.expire_all()
+    assert db.session.get(ApiToken, token.id).last_used_at > first - timedelta(minutes=1)
+
+
+def test_progress_counts_each_delivery_state(ctx, api_client, make_issue, smtp, workers, make_user):
+    from mailing import lifecycle
+
+    issue_id = make_issue(6)
+    from mailing.models import Contact
+
+    addresses = db.session.scalars(sa.select(Contact.email).order_by(Contact.id)).all()[-6:]
+    smtp.handler.scripted[addresses[0]] = ["550 5.1.1 no such user"]
+    workers.start(1, SEND_JOBS="1")
+    lifecycle.launch(issue_id, make_user("editor")[0])
+    wait_status(issue_id, "sent", 60)
+    states = api_client("support").get(f"/issues/{issue_id}").json["progress"]["states"]
+    assert states == {"sent": 5, "bounced": 1, "failed": 0, "suppressed": 0, "stopped_manually": 0,
+                      "deferred": 0}, states
+    assert deliveries_of(issue_id)[0].state == "bounced"

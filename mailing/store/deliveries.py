@@ -380,6 +380,14 @@ def due_count(issue_id: int, now: datetime) -> int:
                    sa.and_(c.state == D.DEFERRED, c.next_attempt_at <= now)))) or 0
 
 
+def deferred_count(issue_id: int) -> int:
+    """Recipients waiting to be retried: a range of the (issue, state, id) index, short
+    unless the relay is deferring many."""
+    c = deliveries.c
+    return db.session.scalar(sa.select(sa.func.count()).select_from(deliveries).where(
+        c.issue_id == issue_id, c.state == D.DEFERRED)) or 0
+
+
 def next_retry_at(issue_id: int) -> datetime | None:
     """When the earliest deferred recipient is due again."""
     return db.session.scalar(

@@ -5,6 +5,7 @@ answered by mailing/errors.py (domain errors raised by the use cases included)."
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
@@ -12,13 +13,14 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import chains, lifecycle, package, stoplists, triggers
+from .. import chains, lifecycle, package, queueing, settings, stoplists, triggers
 from ..complaints import ComplaintError, handle_arf
 from ..enums import Role
 from ..errors import error
 from ..extensions import csrf, db
 from ..models import ApiToken, Issue, StopList, utcnow
 from ..states import IssueNotFound, available_actions
+from ..store import deliveries
 from ..store import issues as issue_rows
 from .access import EDITORS, READERS
 from .params import is_id, page_arg
@@ -29,6 +31,24 @@ csrf.exempt(bp)
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+LAST_USED_EVERY = 60  # seconds between writes of a token's last_used_at
+
+
+def _over_rate(token_id: int) -> int:
+    """Seconds to wait when the token has used up this minute's `api_requests_per_minute`
+    (a fixed window in Redis, shared by every web process), else 0."""
+    limit = int(settings.get("api_requests_per_minute"))
+    if limit <= 0:
+        return 0
+    now = time.time()
+    key = f"outbox:api:{token_id}:{int(now // 60)}"
+    pipe = queueing.redis_connection().pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, 120)
+    used = pipe.execute()[0]
+    return 0 if used <= limit else max(int(60 - now % 60) + 1, 1)
 
 
 def api(*roles: str):
@@ -52,10 +72,19 @@ def api(*roles: str):
                 return error(403, "read_only", "This API token is read-only: it may only read (GET).")
             if token.user.role not in roles:
                 return error(403, "forbidden", f"The role {token.user.role} may not do this.")
-            user = token.user
+            user, last_used, token_id = token.user, token.last_used_at, token.id
             db.session.commit()  # end the read before writing (see create_app's SQLite setup)
-            db.session.execute(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=utcnow()))
-            db.session.commit()
+            wait = _over_rate(token_id)
+            if wait:
+                resp = error(429, "rate_limited", f"Too many requests for this token; retry in {wait} s.")
+                resp[0].headers["Retry-After"] = str(wait)
+                return resp
+            now = utcnow()
+            if last_used is None or (now - last_used).total_seconds() >= LAST_USED_EVERY:
+                # At most once a minute: a client polling the API must not make every GET
+                # a write transaction (on SQLite each takes the database's write lock).
+                db.session.execute(sa.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
+                db.session.commit()
             g.api_user = user
             return view(*args, **kwargs)
 
@@ -76,7 +105,13 @@ def issue_json(issue: Issue) -> dict[str, Any]:
         "finished_at": issue.finished_at.isoformat() + "Z" if issue.finished_at else None,
         "progress": {"total": issue.total, "sent": p.sent, "failed": p.failed,
                      "suppressed": p.suppressed, "stopped": p.stopped, "remaining": p.remaining,
-                     "percent": p.percent, "rate_per_s": p.rate, "eta_s": p.eta_seconds},
+                     "percent": p.percent, "rate_per_s": p.rate, "eta_s": p.eta_seconds,
+                     # Each final state on its own ("failed" above counts bounced and failed
+                     # together), and those waiting to be retried.
+                     "states": {"sent": issue.sent_count, "bounced": issue.bounced_count,
+                                "failed": issue.failed_count, "suppressed": issue.suppressed_count,
+                                "stopped_manually": issue.stopped_count,
+                                "deferred": deliveries.deferred_count(issue.id)}},
         "spread": {"size": issue.spread_size, "interval_s": issue.spread_interval,
                    "released": issue.released,
                    "next_portion_at": p.next_portion_at.isoformat() + "Z" if p.next_portion_at else None},
