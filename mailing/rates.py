@@ -21,17 +21,24 @@ from . import settings
 
 # Each entry is "processed bounced complained"; the newest first. The script sums the
 # newest entries until they cover the window, so a check costs at most a few hundred
-# list items whatever the issue's size, and trims what can no longer matter.
+# list items (read a page at a time) whatever the issue's size, and trims what can no
+# longer matter.
 _PUSH = """
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, 4095)
 redis.call('EXPIRE', KEYS[1], 7 * 86400)
 local window = tonumber(ARGV[2])
 local p, b, c = 0, 0, 0
-for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, 4095)) do
-  local ep, eb, ec = string.match(e, '(%d+) (%d+) (%d+)')
-  if p >= window and tonumber(ep) > 0 then break end
-  p = p + tonumber(ep); b = b + tonumber(eb); c = c + tonumber(ec)
+local from = 0
+while from < 4096 do
+  local page = redis.call('LRANGE', KEYS[1], from, from + 63)
+  if #page == 0 then break end
+  for _, e in ipairs(page) do
+    local ep, eb, ec = string.match(e, '(%d+) (%d+) (%d+)')
+    if p >= window and tonumber(ep) > 0 then return {p, b, c} end
+    p = p + tonumber(ep); b = b + tonumber(eb); c = c + tonumber(ec)
+  end
+  from = from + 64
 end
 return {p, b, c}
 """
