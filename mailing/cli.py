@@ -39,3 +39,16 @@ def register_cli(app: Flask) -> None:
         click.echo(f"created {email} ({role}) password: {pw}")
 
     app.cli.add_command(users)
+
+    bounce_cli = AppGroup("bounces", help="Late bounces and complaints.")
+
+    @bounce_cli.command("serve")
+    @click.option("--host", default="0.0.0.0", show_default=True)
+    @click.option("--port", default=2525, show_default=True, type=int)
+    def bounces_serve(host: str, port: int) -> None:
+        """The SMTP listener a bounce domain's MX points at (mailing/bounces_smtp.py)."""
+        from .bounces_smtp import serve
+
+        serve(app, host, port)
+
+    app.cli.add_command(bounce_cli)

@@ -54,6 +54,12 @@ def load(instance: Path) -> dict:
         "SMTP_TIMEOUT": float(env("SMTP_TIMEOUT") or 30),
         # A Maildir where a feedback loop drops ARF complaint reports (optional).
         "COMPLAINTS_MAILDIR": env("COMPLAINTS_MAILDIR") or "",
+        # Late bounces (mailing/bounces.py): the domain of the VERP return paths (its MX
+        # points at `flask bounces serve`), a Maildir the maintenance loop reads, and
+        # the largest report kept (bigger ones are quarantined).
+        "BOUNCE_DOMAIN": (env("BOUNCE_DOMAIN") or "").strip().lower(),
+        "BOUNCES_MAILDIR": env("BOUNCES_MAILDIR") or "",
+        "BOUNCE_MAX_BYTES": int(env("BOUNCE_MAX_BYTES") or 1_048_576),
         "TEST_CLOCK": env("OUTBOX_TEST_CLOCK") == "1",
         "DEFAULT_PHONE_REGION": env("DEFAULT_PHONE_REGION") or "RU",
         "BABEL_DEFAULT_LOCALE": "en",

@@ -403,16 +403,15 @@ def interrupt(issue_id: int, reason: str, last_reply: str | None = None, *, kind
     chains.hold_later_steps(issue_id, reason)  # a chain's later steps wait for a person again
 
 
-def late_report(issue_id: int, kind: str) -> bool:
-    """A late bounce ("bounce") or complaint ("complaint") of an issue still sending counts
-    in its rate window, taking no place in it; returns whether it interrupted the issue."""
+def late_report(issue_id: int, *, bounced: int = 0, complained: int = 0) -> bool:
+    """Late hard bounces and complaints of an issue still sending count in its rate
+    window, taking no place in it; returns whether they interrupted the issue."""
     issue = _issue(issue_id)
     status, limits = issue.status, rates.Limits.of(issue.settings)
     db.session.commit()
-    if status != S.SENDING:
+    if status != S.SENDING or not (bounced or complained):
         return False
-    breach = rates.push(queueing.redis_connection(), issue_id, limits, 0,
-                        bounced=int(kind == "bounce"), complained=int(kind == "complaint"))
+    breach = rates.push(queueing.redis_connection(), issue_id, limits, 0, bounced=bounced, complained=complained)
     if breach is None:
         return False
     interrupt(issue_id, breach.reason(), kind="rates", details=breach.details())

@@ -463,3 +463,30 @@ class TriggerParticipant(db.Model):
     idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
     fields: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+class BounceReport(db.Model):
+    """One report that came back after the send (mailing/bounces.py): a delivery status
+    notification (a late bounce, hard or soft) or a complaint (ARF), applied to its
+    delivery, or quarantined with the reason. Nothing is dropped silently: every message
+    received is a row, and its digest (SHA-256 of the bytes) makes a replay a no-op."""
+
+    __tablename__ = "bounce_reports"
+    __table_args__ = (
+        sa.Index("ix_bounce_reports_issue_received", "issue_id", "received_at"),
+        sa.Index("ix_bounce_reports_key_kind", "email_key", "kind"),
+        sa.Index("ix_bounce_reports_outcome_id", "outcome", "id"),
+    )
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    digest: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    outcome: so.Mapped[str] = so.mapped_column(sa.String(16))  # applied | quarantined
+    kind: so.Mapped[str | None] = so.mapped_column(sa.String(16))  # hard | soft | complaint
+    reason: so.Mapped[str | None] = so.mapped_column(sa.String(200))  # why it was quarantined
+    source: so.Mapped[str] = so.mapped_column(sa.String(16))  # smtp | maildir | api
+    delivery_id: so.Mapped[int | None]
+    issue_id: so.Mapped[int | None]
+    email_key: so.Mapped[str | None] = so.mapped_column(sa.String(254))
+    status: so.Mapped[str | None] = so.mapped_column(sa.String(16))  # the enhanced status, 5.1.1
+    diagnostic: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    raw: so.Mapped[str | None] = so.mapped_column(sa.Text)  # kept for quarantined reports only
+    received_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)

@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "rate_window": 1000,
     "interrupt_bounce_rate": 0.05,
     "interrupt_complaint_rate": 0.001,
+    # Soft bounces (mailing/bounces.py) from this many different issues within 30 days put
+    # the address in Undeliverable, as one hard bounce does. 0: soft bounces never do.
+    "soft_bounce_limit": 3,
     # The letter package (mailing/package.py): off by default, every letter is allowed.
     "package_unlimited": True,
     # Requests per minute one API token may make; more answer 429 with Retry-After. 0: none.

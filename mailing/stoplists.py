@@ -18,6 +18,9 @@ SYSTEM_LISTS = {
     "unsubscribed": "Unsubscribed from all",
     "blocked": "Blocked manually",
     "sender_unsubscribed": "Unsubscribed from senders",
+    # Addresses that bounced for good (mailing/bounces.py): a hard bounce, or soft bounces
+    # of several issues in a row.
+    "undeliverable": "Undeliverable",
 }
 
 

@@ -214,7 +214,7 @@ def test_admin_settings_validate_and_apply(ctx, client, login):
             "relay_rate_per_second": "0", "moderation_growth_factor": "3", "moderation_max_audience": "0",
             "moderation_fresh_share": "0.5", "moderation_bounce_rate": "0.05",
             "moderation_complaint_rate": "0.003", "rate_window": "1000", "interrupt_bounce_rate": "0.05",
-            "interrupt_complaint_rate": "0.001", "api_requests_per_minute": "1200", "spam_words": "viagra", "blocked_domains": ""}
+            "interrupt_complaint_rate": "0.001", "api_requests_per_minute": "1200", "soft_bounce_limit": "3", "spam_words": "viagra", "blocked_domains": ""}
     bad = client.post("/admin/settings", data=form)
     assert bad.status_code == 400 and settings.get("launch_delay_seconds") == 0
     form.update(launch_delay_seconds="7", default_portion_size="500", default_portion_minutes="10",

@@ -88,8 +88,8 @@ def test_a_late_complaint_interrupts_an_issue_still_sending(ctx, make_issue, smt
     workers.start(1, SEND_JOBS="1")
     lifecycle.launch(issue_id, user)
     wait_for(lambda: issue_row(issue_id).sent_count >= 40, 60, what="sending")
-    assert lifecycle.late_report(issue_id, "complaint") is True
+    assert lifecycle.late_report(issue_id, complained=1) is True
     row = issue_row(issue_id)
     assert row.status == "interrupted" and row.interrupt_kind == "rates"
     assert row.status_reason.startswith("complaint rate")
-    assert lifecycle.late_report(issue_id, "complaint") is False, "only a sending issue counts"
+    assert lifecycle.late_report(issue_id, complained=1) is False, "only a sending issue counts"

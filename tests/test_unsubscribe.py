@@ -7,7 +7,7 @@ import re
 import sqlalchemy as sa
 
 from mailing import lifecycle, settings
-from mailing.complaints import scan_maildir
+from mailing.bounces import scan_maildir
 from mailing.extensions import db
 from mailing.models import StopEntry, StopList
 
@@ -131,18 +131,22 @@ hello
 
 
 def test_arf_complaint_by_endpoint_and_maildir(ctx, api_client, make_issue, workers, make_user, smtp, tmp_path):
+    """A complaint is applied only when it quotes a Message-ID we sent; one naming some
+    address is quarantined and unsubscribes nobody."""
     issue_id = sent_issue(make_issue, workers, make_user, smtp, emails=["a@example.org", "b@example.org",
                                                                        "c@example.org"])
     mid = {d.email: d.message_id for d in deliveries_of(issue_id)}["a@example.org"]
     api = api_client("editor")
     r = api.post("/complaints", data=ARF.format(rcpt_line="", message_id=mid).replace("\n", "\r\n"),
                  content_type="message/rfc822")
-    assert r.status_code == 200 and r.json["unsubscribed"] == "a@example.org"
-    assert api.post("/complaints", data="not a report", content_type="message/rfc822").status_code == 400
+    assert r.status_code == 200 and r.json["outcome"] == "applied" and r.json["kind"] == "complaint"
+    r = api.post("/complaints", data="not a report", content_type="message/rfc822")
+    assert r.status_code == 400 and r.json["error"] == "unreadable"
     import mailbox
 
     box = mailbox.Maildir(str(tmp_path / "fbl"), create=True)
     box.add(ARF.format(rcpt_line="Original-Rcpt-To: b@Example.ORG", message_id="<unknown@x>").encode())
     assert scan_maildir(str(tmp_path / "fbl")) == 1
-    assert sorted(v for v, _s in entries("unsubscribed")) == ["a@example.org", "b@example.org"]
-    assert list(box.keys()) == []
+    assert sorted(v for v, _s in entries("unsubscribed")) == ["a@example.org"], "b was named, not matched"
+    assert [box.get_message(k).get_subdir() for k in box.keys()] == ["cur"], "taken in once, never again"
+    assert scan_maildir(str(tmp_path / "fbl")) == 0

@@ -936,3 +936,67 @@ def bench_trigger(rate: int, duration: float, workers: int) -> None:
         if web is not None:
             stop_tree(web, 5)
         stack.close()
+
+
+@bench.command("bounces")
+@click.option("--reports", "n_reports", default=100_000, type=int)
+@click.option("--batch", default=500, type=int, help="reports taken in per transaction (as the Maildir scan does)")
+def bench_bounces(n_reports: int, batch: int) -> None:
+    """Late bounces and complaints of mixed shapes (RFC 3464 from Postfix, Gmail and Exim,
+    qmail's plain text, ARF complaints, a few unreadable ones), parsed, matched to the
+    deliveries of a sent issue by VERP address or Message-ID, and applied."""
+    import resource
+
+    from . import dsn
+
+    stack = Stack("", {"BOUNCE_DOMAIN": "bounce.bench.example"})
+    try:
+        with stack.app_context() as app:
+            from mailing import bounces, verp
+            from mailing.extensions import db
+            from mailing.models import Delivery, Issue
+            from mailing.sending.letter import message_id
+
+            recipients = max(n_reports // 2, 1)
+            issue_id = seed_issue(recipients)
+            secret = app.config["SECRET_KEY"].encode()
+            db.session.execute(sa.update(Issue).where(Issue.id == issue_id).values(
+                status="sent", total=recipients, sent_count=recipients))
+            step = 20_000
+            for start in range(0, recipients, step):
+                db.session.execute(sa.insert(Delivery), [
+                    {"issue_id": issue_id, "contact_id": i + 1, "email": f"r{i:07d}@bench.example",
+                     "email_key": f"r{i:07d}@bench.example", "name": "", "state": "sent", "attempts": 1,
+                     "reply_code": 250, "message_id": message_id(secret, issue_id, i + 1, "bench.test")}
+                    for i in range(start, min(start + step, recipients))])
+            db.session.commit()
+            ids = db.session.scalars(sa.select(Delivery.id).where(Delivery.issue_id == issue_id)
+                                     .order_by(Delivery.contact_id)).all()
+
+            def report(n: int) -> bytes:
+                i = n % recipients
+                mid = message_id(secret, issue_id, i + 1, "bench.test")
+                rcpt = f"r{i:07d}@bench.example"
+                if n % 100 == 99:
+                    return dsn.garbage(n)
+                if n % 50 == 7:
+                    return dsn.complaint(message_id=mid, n=n)
+                shape = dsn.SHAPES[n % 4]
+                to = verp.address(secret, ids[i], "bounce.bench.example") if n % 2 else "news@bench.test"
+                return dsn.dsn(shape, rcpt=rcpt, message_id=mid, to=to, hard=n % 3 != 0, n=n)
+
+            outcomes: Counter[str] = Counter()
+            started = time.time()
+            for start in range(0, n_reports, batch):
+                items = [bounces.Incoming(report(n), "maildir") for n in range(start, min(start + batch, n_reports))]
+                for got in bounces.receive(items):
+                    outcomes[got.outcome] += 1
+            seconds = time.time() - started
+            bounced = db.session.scalar(sa.select(Issue.bounced_count).where(Issue.id == issue_id))
+            db.session.commit()
+        emit({"reports": n_reports, "applied": outcomes["applied"], "quarantined": outcomes["quarantined"],
+              "duplicates": outcomes["duplicate"], "bounced_deliveries": bounced, "seconds": round(seconds, 2),
+              "reports_per_s": round(n_reports / seconds),
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+    finally:
+        stack.close()

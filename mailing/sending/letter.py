@@ -31,6 +31,7 @@ from typing import Any
 
 from flask_babel import gettext as _
 
+from .. import verp
 from ..addresses import is_valid_email, needs_smtputf8, wire_address
 from ..unsubscribe import sign
 
@@ -299,6 +300,14 @@ class Letter:
         ).encode()
         # Applied to each finished letter: the DKIM signer of the sender's domain (mailing/dkim.py).
         self.sign: Callable[[bytes], bytes] | None = None
+        # With a bounce domain, each letter's envelope sender is its VERP address
+        # (mailing/verp.py), so a bounce names its delivery; without one, the sender's.
+        self.bounce_domain: str | None = None
+
+    def envelope_from(self, delivery_id: int) -> str:
+        if self.bounce_domain:
+            return verp.address(self.secret, delivery_id, self.bounce_domain)
+        return self.wire_from
 
     @property
     def custom_fields(self) -> set[str]:

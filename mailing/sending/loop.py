@@ -239,7 +239,7 @@ class Connection:
             self._refuse("the address's domain cannot be encoded")
             return
         try:
-            self.session.begin(loop.letter.wire_from, rcpt, self.data, smtputf8=utf8)
+            self.session.begin(loop.letter.envelope_from(item.id), rcpt, self.data, smtputf8=utf8)
         except RelayUnavailable as exc:
             self.fail(exc)
             return

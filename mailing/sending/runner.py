@@ -96,6 +96,7 @@ def build_letter(issue: Issue) -> Letter:
         custom_headers=issue.custom_headers or "",
     )
     letter.sign = dkim.signer_for(dkim.domain_of(sender.email))  # None: the domain has no key
+    letter.bounce_domain = current_app.config.get("BOUNCE_DOMAIN") or None
     return letter
 
 

@@ -24,6 +24,7 @@ from . import (
     access,
     api,
     auth,
+    bounces,
     contacts,
     dkim,
     moderation,
@@ -99,7 +100,7 @@ def register(app: Flask) -> None:
     errors.init_app(app)
     access.init_app(app)
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
-               contacts.bp, senders.bp, pacing.bp, dkim.bp, package.bp):
+               contacts.bp, senders.bp, pacing.bp, dkim.bp, package.bp, bounces.bp):
         app.register_blueprint(bp)
     app.context_processor(_template_globals)
     app.after_request(_vary)

@@ -13,8 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import chains, lifecycle, package, queueing, settings, stoplists, triggers
-from ..complaints import ComplaintError, handle_arf
+from .. import bounces, chains, lifecycle, package, queueing, settings, stoplists, triggers
 from ..enums import Role
 from ..errors import error
 from ..extensions import csrf, db
@@ -357,6 +356,13 @@ def openapi() -> Any:
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
                     "comment": {"type": "string"}}}}}},
                 "responses": {"200": issue_ref, "400": err, "401": err, "403": err, "404": err, "409": err}}},
+            "/bounces": {"post": {
+                "summary": "A late bounce (DSN) or a complaint (ARF) as message/rfc822 bytes: applied to the "
+                           "delivery it names, or quarantined; also at /complaints",
+                "requestBody": {"content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"200": {"description": '{"outcome": "applied"|"quarantined"|"duplicate", "kind", '
+                                                     '"reason", "delivery_id"}'},
+                              "400": err, "401": err, "403": err}}},
             "/package": {"get": {"summary": "The letter package: unlimited, or its balance",
                                  "responses": {"200": {"description": '{"unlimited": bool, "balance": n}'},
                                                "401": err, "403": err}}},
@@ -507,13 +513,18 @@ def package_top_up() -> Any:
     return jsonify(unlimited=package.unlimited(), balance=package.top_up(amount, g.api_user))
 
 
+@bp.post("/bounces")
 @bp.post("/complaints")
 @api(*EDITORS)
-def complaint() -> Any:
-    """An ARF report (RFC 5965) posted as message/rfc822 bytes: the complaining address goes
-    into Unsubscribed from all."""
-    try:
-        email = handle_arf(request.get_data())
-    except ComplaintError as exc:
-        return error(400, "arf", str(exc))
-    return jsonify(unsubscribed=email)
+def report() -> Any:
+    """A late bounce (DSN) or a complaint (ARF) posted as message/rfc822 bytes, applied to
+    the delivery it names or quarantined (mailing/bounces.py). 400 when it cannot be read
+    as a report at all (it is quarantined all the same); 200 with the outcome otherwise."""
+    raw = request.get_data()
+    if not raw.strip():
+        return error(400, "body", "Post the report's bytes (Content-Type: message/rfc822).")
+    got = bounces.receive_one(raw, "api")
+    body = {"outcome": got.outcome, "kind": got.kind, "reason": got.reason, "delivery_id": got.delivery_id}
+    if got.outcome == "quarantined" and got.kind is None:
+        return error(400, "unreadable", f"Not a bounce or complaint report: {got.reason}.")
+    return jsonify(body)

@@ -94,6 +94,8 @@ class SettingsForm(FlaskForm):
                                          validators=[NumberRange(0, 1)])
     interrupt_complaint_rate = DecimalField(_l("Interrupt when the complaint share exceeds (0–1)"), places=None,
                                             validators=[NumberRange(0, 1)])
+    soft_bounce_limit = IntegerField(_l("Soft bounces from this many issues make an address undeliverable (0: never)"),
+                                     validators=[NumberRange(0, 100)])
     api_requests_per_minute = IntegerField(_l("API requests per minute per token (0: no limit)"),
                                            validators=[NumberRange(0, 1_000_000)])
     spam_words = TextAreaField("Spam words (one per line)", validators=[Length(max=100_000)])

@@ -49,6 +49,7 @@ from ..store import contacts as audience
 from ..store import deliveries
 from ..store import issues as issue_rows
 from ..store import journal as journal_rows
+from ..store import reports as late_reports
 from ..unsubscribe import test_unsubscribe_url
 from .access import EDITORS, READERS, roles
 from .params import arg_int, page_arg
@@ -286,11 +287,13 @@ def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: in
             ctx["recipients"], ctx["has_next"] = deliveries.reply_recipients(
                 issue.id, code=code, enhanced=request.args.get("enhanced") or None, q=q, page=page)
         ctx.update(code=code, enhanced=request.args.get("enhanced") or "", q=q, page=page)
+        ctx["late"] = late_reports.late_groups(issue.id)
     elif tab == "report":
         ctx["by_state"] = deliveries.delivery_states(issue.id)
         ctx["per_minute"] = deliveries.sent_per_minute(issue.id)
         ctx["domains"] = deliveries.top_domains(issue.id)
         ctx["reasons"] = deliveries.refusal_reasons(issue.id)
+        ctx["over_time"] = late_reports.over_time(issue.id)
     else:
         abort(404)
     return render_template("outgoing/show.html", **ctx), status

@@ -19,6 +19,7 @@ class RecordingHandler:
     def __init__(self):
         self.lock = threading.Lock()
         self.letters: list[tuple[str, bytes, float]] = []
+        self.mail_from: dict[str, str] = {}  # each recipient's envelope sender (MAIL FROM)
         self.scripted: dict[str, list[str]] = {}
         self.delay = 0.0
         self.pipelining = True  # as relays such as postfix and SES advertise it
@@ -45,6 +46,7 @@ class RecordingHandler:
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.letters.append((rcpt, envelope.original_content or envelope.content, now))
+                self.mail_from[rcpt] = envelope.mail_from
         return "250 2.0.0 Ok: queued"
 
     def counts(self) -> Counter:
