@@ -63,10 +63,12 @@ def tick() -> dict[str, int]:
         db.session.commit()
         from flask import current_app
 
-        if current_app.config.get("COMPLAINTS_MAILDIR"):
-            from mailing.complaints import scan_maildir
+        from mailing.bounces import scan_maildir
 
-            done["complaints"] = scan_maildir(current_app.config["COMPLAINTS_MAILDIR"])
+        # Late bounces and complaints dropped in Maildirs (one may serve both).
+        for name in ("BOUNCES_MAILDIR", "COMPLAINTS_MAILDIR"):
+            if current_app.config.get(name):
+                done[name.split("_")[0].lower()] = scan_maildir(current_app.config[name])
         return done
 
 

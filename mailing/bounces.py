@@ -342,8 +342,10 @@ def _match(jobs: list[_Job], secret: bytes) -> None:
 
 # --- applying ----------------------------------------------------------------------------
 
-def receive(items: list[Incoming]) -> list[Outcome]:
-    """Take in a batch of messages: each is applied or quarantined, once. Commits."""
+def receive(items: list[Incoming], *, keep_unreadable: bool = True) -> list[Outcome]:
+    """Take in a batch of messages: each is applied or quarantined, once. Commits.
+    `keep_unreadable=False` (the API): a message that is no report at all is answered
+    as refused to its sender and not kept, so a refusal changes nothing."""
     cfg = current_app.config
     secret = cfg["SECRET_KEY"].encode()
     jobs = [_Job(i, _digest(i.raw)) for i in items]
@@ -364,9 +366,13 @@ def receive(items: list[Incoming]) -> list[Outcome]:
     apply(applied)
     now = utcnow()
     rows = []
+    refused: dict[str, Outcome] = {}
     for job in fresh:
         ok = job in applied
         p = job.parsed
+        if p is None and not keep_unreadable:
+            refused[job.digest] = Outcome(job.digest, "refused", None, job.reason)
+            continue
         rows.append({
             "digest": job.digest, "outcome": "applied" if ok else "quarantined",
             "kind": p.kind if p else None, "reason": None if ok else _clean((job.reason or "unknown")[:200]),
@@ -380,7 +386,9 @@ def receive(items: list[Incoming]) -> list[Outcome]:
     db.session.commit()
     by_digest = {r["digest"]: r for r in rows}
     for n, job in enumerate(jobs):
-        if n not in out:
+        if n not in out and job.digest in refused:
+            out[n] = refused[job.digest]
+        elif n not in out:
             r = by_digest[job.digest]
             out[n] = Outcome(job.digest, r["outcome"], r["kind"], r["reason"], r["delivery_id"])
     _count_late(applied)
@@ -468,8 +476,8 @@ def _count_late(applied: list[_Job]) -> None:
 
 # --- intakes -------------------------------------------------------------------------------
 
-def receive_one(raw: bytes, source: str, rcpts: list[str] | None = None) -> Outcome:
-    return receive([Incoming(raw, source, rcpts or [])])[0]
+def receive_one(raw: bytes, source: str, rcpts: list[str] | None = None, *, keep_unreadable: bool = True) -> Outcome:
+    return receive([Incoming(raw, source, rcpts or [])], keep_unreadable=keep_unreadable)[0]
 
 
 def scan_maildir(path: str, batch: int = 500) -> int:

@@ -175,9 +175,9 @@ def test_complaints_are_ours_or_quarantined_and_bad_ones_never_block(ctx, api_cl
     assert page.status_code == 200 and "names no delivery" in page.text and "too big" in page.text
     assert "&lt;someone-elses@isp.example&gt;" in page.text, "the raw report is shown escaped"
     quarantined = [r for r in _reports() if r.outcome == "quarantined"]
-    assert len(quarantined) == 4, "the unknown complaint, the garbage, the broken one, the big one"
+    assert len(quarantined) == 3, "the unknown complaint, the broken one, the big one (the API refused the garbage)"
     r = client.post(f"/admin/bounces/{quarantined[0].id}/delete", data={"csrf_token": csrf_from(page.data)})
-    assert r.status_code == 303 and len([r for r in _reports() if r.outcome == "quarantined"]) == 3
+    assert r.status_code == 303 and len([r for r in _reports() if r.outcome == "quarantined"]) == 2
     assert client.post(f"/admin/bounces/{quarantined[0].id}/delete",
                        data={"csrf_token": csrf_from(page.data)}).status_code == 404
     login("editor")

@@ -518,13 +518,12 @@ def package_top_up() -> Any:
 @api(*EDITORS)
 def report() -> Any:
     """A late bounce (DSN) or a complaint (ARF) posted as message/rfc822 bytes, applied to
-    the delivery it names or quarantined (mailing/bounces.py). 400 when it cannot be read
-    as a report at all (it is quarantined all the same); 200 with the outcome otherwise."""
+    the delivery it names or quarantined (mailing/bounces.py). 400, keeping nothing, when
+    it cannot be read as a report at all; 200 with the outcome otherwise."""
     raw = request.get_data()
     if not raw.strip():
         return error(400, "body", "Post the report's bytes (Content-Type: message/rfc822).")
-    got = bounces.receive_one(raw, "api")
-    body = {"outcome": got.outcome, "kind": got.kind, "reason": got.reason, "delivery_id": got.delivery_id}
-    if got.outcome == "quarantined" and got.kind is None:
+    got = bounces.receive_one(raw, "api", keep_unreadable=False)
+    if got.outcome == "refused":  # the caller holds the message: nothing is kept
         return error(400, "unreadable", f"Not a bounce or complaint report: {got.reason}.")
-    return jsonify(body)
+    return jsonify(outcome=got.outcome, kind=got.kind, reason=got.reason, delivery_id=got.delivery_id)
