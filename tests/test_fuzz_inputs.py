@@ -253,7 +253,8 @@ class World:
     # the fingerprint a refused request must leave as it was
     def fingerprint(self):
         with self.engine.connect() as c:
-            counts = tuple(c.execute(self.count_sql).all())
+            # Sorted: PostgreSQL may return a UNION ALL's rows in any order (a parallel append).
+            counts = tuple(sorted(c.execute(self.count_sql).all()))
             statuses = tuple(c.execute(sa.text("SELECT id, status FROM issues ORDER BY id")).all())
         return counts, statuses
 
