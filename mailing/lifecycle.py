@@ -313,11 +313,12 @@ def interrupt(issue_id: int, reason: str, last_reply: str | None = None) -> None
     it replaces the last success as the issue's "last server response", which would
     otherwise say "250 Ok" next to a relay that is down."""
     queueing.set_halt(issue_id)
-    issue = _issue(issue_id)
-    values = {"last_reply": last_reply[:500]} if last_reply else None
+    # Without a failing reply (a late start, a rate over its threshold) the last success is
+    # cleared rather than shown as the cause; the reason says what happened.
+    values = {"last_reply": last_reply[:500] if last_reply else None}
     try:
         transition(issue_id, "interrupt", reason=reason, values=values,
-                   details={"last_reply": last_reply or issue.last_reply})
+                   details={"last_reply": last_reply} if last_reply else None)
     except IllegalTransition:
         return
     chains.hold_later_steps(issue_id, reason)  # a chain's later steps wait for a person again

@@ -9,17 +9,16 @@ import os
 
 import pytest
 import redis
-import sqlalchemy as sa
 
 from mailing import create_app, settings
 from mailing.cli import create_user
 from mailing.devtools.pgcluster import Cluster
 from mailing.extensions import db
-from mailing.models import ApiToken, Contact, ContactList, Issue, Sender, list_members
+from mailing.models import ApiToken
 from mailing.stoplists import ensure_system_lists
 from mailing.views.api import token_hash
 
-from .support import BACKEND, SECRET, SmtpServer, counter, csrf_from
+from .support import BACKEND, SECRET, SmtpServer, counter, create_issue, csrf_from
 from .support.browser import CHROMIUM_ARGS, chromium_path
 from .support.clients import ApiClient, PageClient
 from .support.servers import RedisServer, SchemaTemplate, WebServer, Workers
@@ -178,29 +177,7 @@ def login(client, make_user):
 @pytest.fixture
 def make_issue(ctx):
     """An issue to `n` contacts with the given names (default: ascii and non-ascii)."""
-    def make(n: int = 10, names=None, subject: str = "Monthly news", body: str | None = None,
-             status_free: bool = True, emails=None):
-        k = next(counter)
-        sender = Sender(name="Outbox News", email=f"news{k}@outbox.test")
-        lst = ContactList(name=f"list {k}")
-        db.session.add_all([sender, lst])
-        db.session.flush()
-        rows = []
-        for i in range(n):
-            email = emails[i] if emails else f"r{k}-{i:06d}@example.org"
-            name = names[i % len(names)] if names else ("Анна Иванова" if i % 2 else f"Reader {i}")
-            rows.append({"email": email, "name": name, "attributes": {}})
-        if rows:
-            db.session.execute(sa.insert(Contact), rows)
-            ids = db.session.scalars(sa.select(Contact.id).where(Contact.email.in_([r["email"] for r in rows])))
-            db.session.execute(sa.insert(list_members), [{"list_id": lst.id, "contact_id": i} for i in ids])
-        issue = Issue(subject=subject, sender_id=sender.id, list_id=lst.id,
-                      body_html=body or '<p>Hello, {{ name }} ({{ email }})</p><a href="{{ unsubscribe_url }}">u</a>')
-        db.session.add(issue)
-        db.session.commit()
-        return issue.id
-
-    return make
+    return create_issue
 
 
 @pytest.fixture
