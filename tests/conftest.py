@@ -18,10 +18,10 @@ from mailing.models import ApiToken
 from mailing.stoplists import ensure_system_lists
 from mailing.views.api import token_hash
 
-from .support import BACKEND, SECRET, SmtpServer, counter, create_issue, csrf_from
-from .support.browser import CHROMIUM_ARGS, chromium_path
+from .support import BACKEND, SmtpServer, counter, create_issue, csrf_from
+from .support.browser import chromium
 from .support.clients import ApiClient, PageClient
-from .support.servers import RedisServer, SchemaTemplate, WebServer, Workers
+from .support.servers import RedisServer, SchemaTemplate, WebServer, Workers, environment
 
 # --- Redis --------------------------------------------------------------------
 
@@ -78,20 +78,10 @@ def env(database_url, redis_url, smtp, tmp_path, monkeypatch):
     """The environment shared by the test's app, its workers and its web server. Each test
     has its own Redis database and queue, so nothing a finished test left running can
     take this test's jobs or its maintenance lock."""
-    n = next(counter) % 4095 + 1
-    redis_url = f"{redis_url}?db={n}"
-    values = {
-        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SMTP_URL": smtp.url,
-        "SECRET_KEY": SECRET, "OUTBOX_INSTANCE": str(tmp_path / "instance"),
-        "MAILDIR": str(tmp_path / "maildir"), "BASE_URL": "http://127.0.0.1:5999",
-        "RQ_QUEUE": f"outbox-test-{os.getpid()}-{n}", "SEND_CONCURRENCY": "4", "SEND_CHUNK": "50",
-        "LEASE_SECONDS": "5", "RETRY_BASE_SECONDS": "0.5", "SMTP_TIMEOUT": "5",
-        # Tests that take the relay down want the interrupt promptly (the default waits 2 min).
-        "RELAY_RETRY_WINDOW": "1",
-    }
+    values = environment(database_url, redis_url, smtp.url, tmp_path)
     for k, v in values.items():
         monkeypatch.setenv(k, v)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis.Redis.from_url(values["REDIS_URL"]).flushdb()
     return values
 
 
@@ -138,17 +128,8 @@ def web(env):
 @pytest.fixture
 def browser():
     """Debian's Chromium through Playwright, headless."""
-    path = chromium_path()
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium is missing: under CI a browser test never skips")
-        pytest.skip("Chromium is not installed (make install installs it)")
-    from playwright.sync_api import sync_playwright  # only browser tests pay for loading it
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 # --- data and login helpers ---------------------------------------------------

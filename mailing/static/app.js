@@ -165,6 +165,12 @@
   document.addEventListener("htmx:beforeSwap", function (e) {
     var target = e.detail.target, cfg = e.detail.requestConfig || {};
     if (!target || !target.classList || !target.classList.contains("issue-row")) return;
+    if (open && open.row === target.id && (!cfg.verb || cfg.verb === "get") &&
+        typeof e.detail.serverResponse === "string") {
+      // The new row comes in with its menu already open: no moment without it. (htmx keeps
+      // the focus on the element with the same id.)
+      e.detail.serverResponse = e.detail.serverResponse.replace('aria-expanded="false"', 'aria-expanded="true"');
+    }
     if (cfg.verb && cfg.verb !== "get") {  // an action (a POST from the menu)
       if (open && open.row === target.id) open = null;  // an action closes its menu...
       focusBack[target.id] = ".menu-button";  // ...and the focus goes back to the row
@@ -229,11 +235,8 @@
     if (!url || !zone) return;
     var token = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"];
     var body = new URLSearchParams({ time_zone: zone });
-    var shown = document.body.getAttribute("data-time-zone-shown");
-    fetch(url, { method: "POST", body: body, credentials: "same-origin", headers: { "X-CSRFToken": token } })
-      .then(function (r) {
-        // Times on this page were written in another zone: show them again in the right one.
-        if (r.ok && zone !== shown && document.querySelector("time")) window.location.reload();
-      });
+    // Every time on the page names its zone, so this page stays right as it is; the next
+    // one is shown in the browser's zone.
+    fetch(url, { method: "POST", body: body, credentials: "same-origin", headers: { "X-CSRFToken": token } });
   });
 })();

@@ -109,6 +109,14 @@ SETTING_TEXT: dict[str, tuple[Any, Callable[[Any], str]]] = {
     "moderation_fresh_share": (_l("Hold when this share never got a letter"), _share),
     "moderation_bounce_rate": (_l("Hold when the bounce rate exceeds"), _share),
     "moderation_complaint_rate": (_l("Hold when the complaint rate exceeds"), _share),
+    # What an issue keeps of the moment it was launched.
+    "send_concurrency": (_l("Relay connections per worker"), num),
+    "send_jobs": (_l("Workers sending it at once"), num),
+    "spread_size": (_l("Portion size"), lambda v: recipient_count(int(v))),
+    "spread_interval": (_l("Time between portions"), _seconds),
+    "spread_hours": (_l("Spread over"), lambda v: duration(float(v) * 3600)),
+    "audience": (_l("Audience at launch"), lambda v: recipient_count(int(v))),
+    "suppressed_at_launch": (_l("Stop-listed at launch"), num),
     "spam_words": (_l("Spam words"), _words),
     "blocked_domains": (_l("Blocklisted link domains"), _words),
 }
@@ -125,7 +133,7 @@ def setting_line(key: str, value: Any) -> str:
 
 def launch_settings(values: dict[str, Any] | None) -> list[str]:
     """The settings an issue was launched with, one line each; nothing when none were kept."""
-    return [setting_line(k, v) for k, v in sorted((values or {}).items())]
+    return [setting_line(k, v) for k, v in sorted((values or {}).items()) if v is not None]
 
 
 ROLE_LABELS = {"admin": _l("administrator"), "editor": _l("editor"), "moderator": _l("moderator"),
@@ -255,7 +263,19 @@ def _d_copy(d: dict[str, Any]) -> list[str]:
     return []
 
 
+def _d_counts(d: dict[str, Any]) -> list[str]:
+    """A launch's formed audience."""
+    out = []
+    if "total" in d:
+        out.append(recipient_count(int(d["total"])))
+    if d.get("suppressed"):
+        out.append(ngettext("%(count)s of them stop-listed", "%(count)s of them stop-listed",
+                            int(d["suppressed"]), count=num(d["suppressed"])))
+    return out
+
+
 DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "launch": _d_counts, "send_now": _d_counts, "schedule": _d_counts, "approve": _d_counts,
     "pause": _d_pause, "pause_settled": _d_pause_settled, "hold": _d_hold, "settings": _d_settings,
     "test_letter": _d_test_letter, "interrupt": _d_interrupt, "copy": _d_copy,
 }
