@@ -8,7 +8,7 @@ its name in the reader's words and nothing else, never as raw JSON."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
@@ -16,6 +16,7 @@ from flask_babel import (
     format_datetime,
     format_decimal,
     format_number,
+    format_percent,
     format_timedelta,
     get_locale,
     get_timezone,
@@ -42,7 +43,8 @@ def when(value: datetime | None, seconds: bool = False) -> Markup:
     if value is None:
         return Markup("—")
     text = format_datetime(value, "d MMM y, HH:mm:ss" if seconds else "d MMM y, HH:mm")
-    iso = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    iso = utc.strftime("%Y-%m-%dT%H:%M:%SZ")
     return Markup('<time datetime="{}">{} <span class="tz">{}</span></time>').format(iso, text, zone_name())
 
 
@@ -151,9 +153,10 @@ def state_label(state: str) -> str:
 # --- pre-send check rules ---------------------------------------------------------------
 
 RULE_NAMES = {
-    "growth": _l("Audience much larger than usual"),
-    "max_audience": _l("Audience over the cap"),
+    "audience_growth": _l("Audience much larger than usual"),
+    "audience_size": _l("Audience over the cap"),
     "fresh_audience": _l("Many recipients never got a letter from us"),
+    "no_unsubscribe": _l("No unsubscribe link"),
     "bounce_rate": _l("The sender's bounce rate is high"),
     "complaint_rate": _l("The sender's complaint rate is high"),
     "spam_words": _l("Words that spam filters dislike"),
@@ -163,6 +166,41 @@ RULE_NAMES = {
 
 def rule_name(rule: str) -> str:
     return str(RULE_NAMES.get(rule, rule.replace("_", " ").capitalize()))
+
+
+def _pct(part: float, whole: float) -> str:
+    return format_percent(part / whole if whole else 0, "#,##0.##%")
+
+
+def rule_reason(rule: str, figures: dict[str, Any] | None, stored: str = "") -> str:
+    """Why the pre-send check held an issue, in the reader's language, from the figures the
+    check kept (the stored English sentence when they are missing)."""
+    f = figures or {}
+    try:
+        if rule == "audience_growth":
+            return _("the audience (%(n)s) is more than %(f)s × the largest of this sender's recent issues (%(m)s)",
+                     n=num(f["audience"]), f=num(f["factor"]), m=num(f["largest_recent"]))
+        if rule == "audience_size":
+            return _("the audience (%(n)s) is larger than %(cap)s", n=num(f["audience"]), cap=num(f["limit"]))
+        if rule == "fresh_audience":
+            return ngettext("%(count)s of %(n)s recipient never got a letter from us (%(pct)s)",
+                            "%(count)s of %(n)s recipients never got a letter from us (%(pct)s)",
+                            int(f["audience"]), count=num(f["fresh"]), n=num(f["audience"]),
+                            pct=_pct(f["fresh"], f["audience"]))
+        if rule == "no_unsubscribe":
+            return _("the letter has no {{ unsubscribe_url }} link")
+        if rule == "spam_words":
+            return _("the letter contains listed words: %(words)s", words=", ".join(f["words"]))
+        if rule == "blocked_domains":
+            return _("the letter links to blocklisted domains: %(domains)s", domains=", ".join(f["domains"]))
+        if rule == "bounce_rate":
+            return _("this sender's recent bounce rate is %(rate)s",
+                     rate=_pct(f["bounced"], f["sent"] + f["bounced"]))
+        if rule == "complaint_rate":
+            return _("this sender's recent complaint rate is %(rate)s", rate=_pct(f["complaints"], f["sent"]))
+    except (KeyError, TypeError, ValueError):
+        pass
+    return stored
 
 
 # --- the journal ---------------------------------------------------------------------
@@ -224,7 +262,7 @@ def _d_pause_settled(d: dict[str, Any]) -> list[str]:
 
 
 def _d_hold(d: dict[str, Any]) -> list[str]:
-    return [f"{rule_name(f.get('rule', ''))}: {f.get('reason', '')}".rstrip(": ")
+    return [f"{rule_name(f.get('rule', ''))}: {rule_reason(f.get('rule', ''), f.get('figures'), f.get('reason', ''))}"
             for f in d.get("failed_rules", []) if isinstance(f, dict)]
 
 
@@ -318,6 +356,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(zone_name)
     app.add_template_global(launch_settings)
     app.add_template_global(rule_name)
+    app.add_template_global(rule_reason)
     app.add_template_global(event_name)
     app.add_template_global(status_label)
     app.add_template_global(journal_details)
