@@ -85,3 +85,35 @@ def test_demo_logins_note_names_only_a_file_that_exists(tmp_path):
     assert "none kept" in demo_logins_note(tmp_path) and "demo-logins.txt" not in demo_logins_note(tmp_path)
     (tmp_path / "demo-logins.txt").write_text("a\tb\tc\n")
     assert demo_logins_note(tmp_path) == f"Demo logins: {tmp_path / 'demo-logins.txt'}"
+
+
+def test_an_interrupted_issue_keeps_the_error_that_interrupted_it(ctx, make_issue, make_user):
+    """A second runner still flushing its successes after the interrupt must not put "250 Ok"
+    back as the issue's last server response; an interrupt without a reply clears the last
+    success rather than showing it as the cause."""
+    from mailing.sending.transport import Reply
+    from mailing.store import deliveries
+
+    from .support import issue_row
+
+    user, _pw = make_user("editor")
+    issue_id = make_issue(4)
+    lifecycle.launch(issue_id, user)
+    claimed = deliveries.claim(issue_id, "runner-b", 2, 30)
+    db.session.commit()
+    lifecycle.interrupt(issue_id, "relay unreachable", "421 4.3.2 Service shutting down")
+    db.session.commit()
+    deliveries.record(issue_id, "runner-b", [deliveries.Result(c.id, "sent", Reply(250, "2.0.0", "Ok: queued"))
+                                             for c in claimed])
+    db.session.commit()
+    row = issue_row(issue_id)
+    assert row.sent_count == 2, "the letters themselves are counted"
+    assert row.last_reply == "421 4.3.2 Service shutting down"
+
+    other = make_issue(2)
+    lifecycle.launch(other, user)
+    db.session.execute(sa.text("UPDATE issues SET last_reply = '250 2.0.0 Ok' WHERE id = :i"), {"i": other})
+    db.session.commit()
+    lifecycle.interrupt(other, "started too late")
+    db.session.commit()
+    assert issue_row(other).last_reply is None, "no success shown as the cause"
