@@ -10,7 +10,7 @@ export FLASK_APP := app.py
 
 .PHONY: install system-packages translations messages run worker test test-sqlite test-postgres lint typecheck clean
 
-install: system-packages $(STAMP) $(HTMX) translations
+install: system-packages $(STAMP) $(HTMX) $(AXE) translations
 
 # System packages are installed only when missing and only as root; postfix is
 # wanted for its `smtp-sink` binary (benchmarks), its daemon is never started.
@@ -35,9 +35,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-node_modules/htmx.org/dist/htmx.min.js: package.json package-lock.json
+# npm's own record of what it installed: newer than package-lock.json once `npm ci` ran.
+NPM_STAMP := node_modules/.package-lock.json
+AXE := node_modules/axe-core/axe.min.js
+
+$(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
+
+node_modules/htmx.org/dist/htmx.min.js $(AXE): $(NPM_STAMP)
 
 $(HTMX): node_modules/htmx.org/dist/htmx.min.js
 	mkdir -p $(dir $@)

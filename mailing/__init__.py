@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, has_request_context, request
+from flask import Flask, has_request_context, request, session
 from flask_login import current_user
 
 from .extensions import babel, csrf, db, htmx, login_manager, migrate
@@ -21,7 +21,16 @@ def _locale() -> str | None:
         return None
     if current_user and current_user.is_authenticated and current_user.locale:
         return current_user.locale
+    if session.get("locale") in ("en", "ru"):  # the header's switch, before signing in
+        return session["locale"]
     return request.accept_languages.best_match(["en", "ru"]) or "en"
+
+
+def _time_zone() -> str | None:
+    """Times are shown in the user's zone (profile; the browser's at first sign-in)."""
+    if has_request_context() and current_user and current_user.is_authenticated:
+        return current_user.time_zone or None
+    return None
 
 
 def _sqlite_setup(app: Flask) -> None:
@@ -127,7 +136,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     csrf.init_app(app)
-    babel.init_app(app, locale_selector=_locale,
+    babel.init_app(app, locale_selector=_locale, timezone_selector=_time_zone,
                    default_translation_directories=str(Path(__file__).parent / "translations"))
     htmx.init_app(app)
     _sqlite_setup(app)

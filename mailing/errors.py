@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, jsonify, make_response, render_template
+from flask import Flask, jsonify, make_response, render_template, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from htmx_flask import request
 from werkzeug.exceptions import Forbidden, HTTPException, NotFound, RequestEntityTooLarge
@@ -38,7 +40,7 @@ class BadParameter(Exception):
 # What each domain error answers: (status, code, message).
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], tuple[int, str, str]]] = {
     IllegalTransition: lambda exc: (409, "illegal_transition", exc.message),
-    IssueNotFound: lambda exc: (404, "not_found", "No such issue."),
+    IssueNotFound: lambda exc: (404, "not_found", _("No such issue.")),
     FieldError: lambda exc: (400, exc.field, exc.message),
     AdminOnly: lambda exc: (403, "admin_only", exc.message),
     QuotaExceeded: lambda exc: (409, "quota", str(exc)),
@@ -53,17 +55,35 @@ def wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+# The error page's heading: what kind of refusal it is, in words.
+HEADINGS = {400: _l("This cannot be done as asked"), 403: _l("Not allowed"), 404: _l("Not found"),
+            405: _l("Not allowed"), 409: _l("Not possible now"), 413: _l("Too large"),
+            429: _l("Too many attempts")}
+
+
+def _way_back() -> str:
+    """Where the error page's "Back" leads: the page the request came from when it is one
+    of ours (not the refused URL itself), else Outgoing."""
+    ref = request.referrer or ""
+    own = request.host_url
+    if ref.startswith(own) and ref.split("#")[0] != request.url:
+        return ref
+    return url_for("outgoing.index")
+
+
 def error(status: int, code: str, message: str) -> Any:
     """The answer to a refused request, in the form its client reads."""
     if wants_json():
         return jsonify(error=code, message=message), status
     if request.htmx:
         return render_template("_flash_error.html", message=message), status
-    return render_template("error.html", status=status, message=message), status
+    heading = HEADINGS.get(status) or (_("Something went wrong") if status >= 500 else _("Not possible"))
+    return render_template("error.html", status=status, message=message, heading=heading,
+                           back=_way_back()), status
 
 
 def forbidden() -> Any:
-    return error(403, "forbidden", "Your role does not allow this.")
+    return error(403, "forbidden", _("Your role does not allow this."))
 
 
 def _answer(to: Callable[[Any], tuple[int, str, str]]) -> Callable[[Exception], Any]:
@@ -81,7 +101,7 @@ def _not_found(exc: NotFound) -> Any:
     # A view that says what is missing (abort(404, "No such ...")) is quoted; Werkzeug's
     # own description speaks of URLs typed by hand.
     given = exc.description if exc.description != NotFound.description else None
-    return error(404, "not_found", given or "Nothing here.")
+    return error(404, "not_found", given or _("There is no such page here."))
 
 
 def _http_error(exc: HTTPException) -> Any:

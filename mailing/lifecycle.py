@@ -391,13 +391,12 @@ def interrupt(issue_id: int, reason: str, last_reply: str | None = None, *, kind
     otherwise say "250 Ok" next to a relay that is down. `kind` ("rates", "package")
     decides who may resume it."""
     queueing.set_halt(issue_id)
-    issue = _issue(issue_id)
-    values: dict[str, Any] = {"interrupt_kind": kind}
-    if last_reply:
-        values["last_reply"] = last_reply[:500]
+    # Without a failing reply (a late start, a rate over its threshold) the last success is
+    # cleared rather than shown as the cause; the reason says what happened.
+    values: dict[str, Any] = {"interrupt_kind": kind, "last_reply": last_reply[:500] if last_reply else None}
     try:
         transition(issue_id, "interrupt", reason=reason, values=values,
-                   details={"last_reply": last_reply or issue.last_reply, **(details or {})})
+                   details={**({"last_reply": last_reply} if last_reply else {}), **(details or {})} or None)
     except IllegalTransition:
         return
     chains.hold_later_steps(issue_id, reason)  # a chain's later steps wait for a person again

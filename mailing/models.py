@@ -29,6 +29,7 @@ class User(UserMixin, db.Model):
     password_hash: so.Mapped[str] = so.mapped_column(sa.String(256))
     role: so.Mapped[str] = so.mapped_column(sa.String(16), default=Role.EDITOR)
     locale: so.Mapped[str | None] = so.mapped_column(sa.String(8))
+    time_zone: so.Mapped[str | None] = so.mapped_column(sa.String(64))  # IANA name; None: not known yet
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     # Part of every session cookie (see get_id); raising it ends every session made before.
     session_version: so.Mapped[int] = so.mapped_column(default=1, server_default="1")
@@ -227,8 +228,16 @@ class Issue(db.Model):
         return max(self.total - self.done, 0)
 
     @property
+    def sendable(self) -> int:
+        """Recipients a letter can go to: the stop-listed ones are never sent to."""
+        return max(self.total - self.suppressed_count, 0)
+
+    @property
     def percent(self) -> int:
-        return 100 if not self.total else int(self.done * 100 / self.total)
+        """Progress among the sendable recipients, so that stop-listed ones never look like
+        letters already sent (a list with 5 % stop-listed does not start at 5 %)."""
+        handled = self.done - self.suppressed_count
+        return 100 if not self.sendable else min(int(handled * 100 / self.sendable), 100)
 
 
 class Delivery(db.Model):

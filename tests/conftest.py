@@ -9,20 +9,19 @@ import os
 
 import pytest
 import redis
-import sqlalchemy as sa
 
 from mailing import create_app, settings
 from mailing.cli import create_user
 from mailing.devtools.pgcluster import Cluster
 from mailing.extensions import db
-from mailing.models import ApiToken, Contact, ContactList, Issue, Sender, list_members
+from mailing.models import ApiToken
 from mailing.stoplists import ensure_system_lists
 from mailing.views.api import token_hash
 
-from .support import BACKEND, SECRET, SmtpServer, counter, csrf_from
-from .support.browser import CHROMIUM_ARGS, chromium_path
+from .support import BACKEND, SmtpServer, counter, create_issue, csrf_from
+from .support.browser import chromium
 from .support.clients import ApiClient, PageClient
-from .support.servers import RedisServer, SchemaTemplate, WebServer, Workers
+from .support.servers import RedisServer, SchemaTemplate, WebServer, Workers, environment
 
 # --- Redis --------------------------------------------------------------------
 
@@ -79,20 +78,10 @@ def env(database_url, redis_url, smtp, tmp_path, monkeypatch):
     """The environment shared by the test's app, its workers and its web server. Each test
     has its own Redis database and queue, so nothing a finished test left running can
     take this test's jobs or its maintenance lock."""
-    n = next(counter) % 4095 + 1
-    redis_url = f"{redis_url}?db={n}"
-    values = {
-        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SMTP_URL": smtp.url,
-        "SECRET_KEY": SECRET, "OUTBOX_INSTANCE": str(tmp_path / "instance"),
-        "MAILDIR": str(tmp_path / "maildir"), "BASE_URL": "http://127.0.0.1:5999",
-        "RQ_QUEUE": f"outbox-test-{os.getpid()}-{n}", "SEND_CONCURRENCY": "4", "SEND_CHUNK": "50",
-        "LEASE_SECONDS": "5", "RETRY_BASE_SECONDS": "0.5", "SMTP_TIMEOUT": "5",
-        # Tests that take the relay down want the interrupt promptly (the default waits 2 min).
-        "RELAY_RETRY_WINDOW": "1",
-    }
+    values = environment(database_url, redis_url, smtp.url, tmp_path)
     for k, v in values.items():
         monkeypatch.setenv(k, v)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis.Redis.from_url(values["REDIS_URL"]).flushdb()
     return values
 
 
@@ -139,17 +128,8 @@ def web(env):
 @pytest.fixture
 def browser():
     """Debian's Chromium through Playwright, headless."""
-    path = chromium_path()
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium is missing: under CI a browser test never skips")
-        pytest.skip("Chromium is not installed (make install installs it)")
-    from playwright.sync_api import sync_playwright  # only browser tests pay for loading it
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 # --- data and login helpers ---------------------------------------------------
@@ -178,29 +158,7 @@ def login(client, make_user):
 @pytest.fixture
 def make_issue(ctx):
     """An issue to `n` contacts with the given names (default: ascii and non-ascii)."""
-    def make(n: int = 10, names=None, subject: str = "Monthly news", body: str | None = None,
-             status_free: bool = True, emails=None):
-        k = next(counter)
-        sender = Sender(name="Outbox News", email=f"news{k}@outbox.test")
-        lst = ContactList(name=f"list {k}")
-        db.session.add_all([sender, lst])
-        db.session.flush()
-        rows = []
-        for i in range(n):
-            email = emails[i] if emails else f"r{k}-{i:06d}@example.org"
-            name = names[i % len(names)] if names else ("Анна Иванова" if i % 2 else f"Reader {i}")
-            rows.append({"email": email, "name": name, "attributes": {}})
-        if rows:
-            db.session.execute(sa.insert(Contact), rows)
-            ids = db.session.scalars(sa.select(Contact.id).where(Contact.email.in_([r["email"] for r in rows])))
-            db.session.execute(sa.insert(list_members), [{"list_id": lst.id, "contact_id": i} for i in ids])
-        issue = Issue(subject=subject, sender_id=sender.id, list_id=lst.id,
-                      body_html=body or '<p>Hello, {{ name }} ({{ email }})</p><a href="{{ unsubscribe_url }}">u</a>')
-        db.session.add(issue)
-        db.session.commit()
-        return issue.id
-
-    return make
+    return create_issue
 
 
 @pytest.fixture

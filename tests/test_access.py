@@ -6,7 +6,7 @@ import pytest
 
 from .support import csrf_from
 
-PUBLIC = {"auth.login", "static", "unsubscribe.page", "unsubscribe.one_click"}
+PUBLIC = {"auth.login", "auth.language", "static", "unsubscribe.page", "unsubscribe.one_click"}
 
 
 def concrete(rule) -> str:

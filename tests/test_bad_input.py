@@ -189,7 +189,7 @@ def _error_after(html: str, field_marker: str) -> str:
     """The first inline error that follows the field, before the form ends."""
     start = html.index(field_marker)
     end = html.index("</form>", start)
-    found = re.search(r'<small class="error">([^<]+)</small>', html[start:end])
+    found = re.search(r'<small class="error"[^>]*>([^<]+)</small>', html[start:end])
     assert found, f"no error beside {field_marker!r}"
     return found.group(1)
 

@@ -17,8 +17,12 @@ def test_launch_and_watch_progress_reach_sent(ctx, make_user, make_issue, smtp, 
     log_in(page, web, user.email, pw)
     page.goto(f"{web}/issues/{issue_id}")
     page.check("input[value=now]")
+    asked = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
     page.click("#launch")
     page.wait_for_url(web + "/")
+    assert asked == ["Send “Browser news” to 300 people now?"], "the launch names its consequence first"
+    assert "is launched to 300 recipients" in page.locator("p.flash[role=status]").inner_text()
     row = page.locator(f"#issue-{issue_id}")
     # The row replaces itself about once a second: seen sending, between 0 and 100 %, then Sent.
     page.wait_for_selector(f"#issue-{issue_id}[data-status=sending]", timeout=30000)
@@ -50,14 +54,14 @@ def test_dropdown_pause_then_resume_to_sent(ctx, make_user, make_issue, smtp, wo
         """id => { const bar = document.querySelector(`#issue-${id} .progress`);
                    const v = bar ? Number(bar.getAttribute('aria-valuenow')) : 0;
                    return v >= 5; }""", arg=issue_id, timeout=30000)
-    row.locator("summary").click()
+    row.locator(".menu-button").click()
     row.locator("button.action-pause").click()
     page.wait_for_selector(f"#issue-{issue_id}[data-status=paused]", timeout=10000)
     badge = row.locator(".badge").inner_text().strip()
     assert badge.startswith("Paused ") and badge.endswith("%"), badge
     assert 0 < int(badge.split()[1].rstrip("%")) < 100
     screenshot(page, "outgoing-paused")
-    row.locator("summary").click()
+    row.locator(".menu-button").click()
     assert row.locator("button.action-pause").count() == 0, "only legal actions are offered"
     row.locator("button.action-resume").click()
     page.wait_for_selector(f"#issue-{issue_id}[data-status=sent]", timeout=90000)
@@ -84,15 +88,15 @@ def test_cancel_asks_for_confirmation(ctx, make_user, make_issue, smtp, workers,
         dialog.dismiss() if len(dialogs) == 1 else dialog.accept()
 
     page.on("dialog", answer)
-    row.locator("summary").click()
+    row.locator(".menu-button").click()
     row.locator("button.action-cancel").click()
     page.wait_for_timeout(500)
     assert row.get_attribute("data-status") == "sending", "dismissing the confirmation changes nothing"
-    if row.locator("details").get_attribute("open") is None:
-        row.locator("summary").click()
+    if row.locator(".menu-button").get_attribute("aria-expanded") != "true":
+        row.locator(".menu-button").click()
     row.locator("button.action-cancel").click()
     page.wait_for_selector(f"#issue-{issue_id}[data-status=cancelled]", timeout=30000)
-    assert len(dialogs) == 2 and "cannot be resumed" in dialogs[0]
+    assert len(dialogs) == 2 and "cannot be resumed" in dialogs[0] and "recipients not yet sent" in dialogs[0]
 
 
 def test_held_issue_is_approved_by_a_moderator_and_sent(ctx, make_user, make_issue, smtp, workers, browser, web):
@@ -104,6 +108,7 @@ def test_held_issue_is_approved_by_a_moderator_and_sent(ctx, make_user, make_iss
     log_in(page, web, editor.email, epw)
     page.goto(f"{web}/issues/{issue_id}")
     page.check("input[value=now]")
+    page.once("dialog", lambda d: d.accept())
     page.click("#launch")
     page.wait_for_url(web + "/")
     row = page.locator(f"#issue-{issue_id}")
@@ -114,7 +119,8 @@ def test_held_issue_is_approved_by_a_moderator_and_sent(ctx, make_user, make_iss
     log_in(page, web, moderator.email, mpw)
     page.goto(f"{web}/moderation")
     held = page.locator(f"#held-{issue_id}")
-    assert "spam_words" in held.inner_text() and editor.email in held.inner_text()
+    assert "Words that spam filters dislike" in held.inner_text() and editor.email in held.inner_text()
+    assert "spam_words" not in held.inner_text(), "rule names in words, not keys"
     screenshot(page, "moderation-queue")
     held.locator("button.approve").click()
     page.goto(web + "/")

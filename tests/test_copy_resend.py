@@ -133,7 +133,7 @@ def test_pages_copy_resend_delete_and_roles(ctx, client, login, make_issue, make
     page = client.get("/")
     token = csrf_from(page.data)
     html = page.get_data(as_text=True)
-    assert "Step 2 of a chain" in html and "due 0 h after step 1" in html
+    assert "Step 2 of a chain" in html and "due right after step 1" in html
     r = client.post(f"/issues/{original}/copy", headers={"X-CSRFToken": token, "HX-Request": "true"})
     assert r.status_code == 204 and r.headers["HX-Redirect"].endswith("/edit")
     # The delete confirmation names the later steps; the resend dialog refuses a draft.
@@ -166,7 +166,7 @@ def test_browser_copy_from_the_dropdown(ctx, make_user, make_issue, browser, web
     page = browser.new_page()
     log_in(page, web, user.email, pw)
     row = page.locator(f"#issue-{original}")
-    row.locator("summary").click()
+    row.locator(".menu-button").click()
     row.locator("button.action-copy").click()
     page.wait_for_url(f"{web}/issues/*/edit")
     assert page.input_value("input[name=subject]") == "Copy me"
@@ -189,7 +189,7 @@ def test_browser_resend_dialog_shows_both_counts(ctx, make_user, make_issue, smt
     log_in(page, web, user.email, pw)
     page.goto(f"{web}/?status=sent")
     row = page.locator(f"#issue-{original}")
-    row.locator("summary").click()
+    row.locator(".menu-button").click()
     row.locator("a.action-resend").click()
     page.wait_for_url(f"{web}/issues/{original}/resend")
     assert page.locator(".audience-all .count").get_attribute("data-count") == "5"  # less the bounced

@@ -18,7 +18,10 @@ def test_passwords_are_hashed(ctx):
 def test_issue_progress_arithmetic():
     issue = Issue(subject="x", total=200, sent_count=120, bounced_count=5, failed_count=3,
                   suppressed_count=10, stopped_count=2)
-    assert issue.done == 140 and issue.remaining == 60 and issue.percent == 70
+    assert issue.done == 140 and issue.remaining == 60
+    assert issue.sendable == 190 and issue.percent == 68, "stop-listed recipients are not progress"
+    assert Issue(subject="z", total=10, sent_count=0, bounced_count=0, failed_count=0,
+                 suppressed_count=10, stopped_count=0).percent == 100
     assert Issue(subject="y", total=0, sent_count=0, bounced_count=0, failed_count=0,
                  suppressed_count=0, stopped_count=0).percent == 100
 

@@ -116,7 +116,7 @@ def test_editors_and_support_cannot_moderate(ctx, client, make_issue, make_user,
     login("editor")
     token = csrf_from(client.get("/moderation").data)
     assert client.post(f"/moderation/{issue_id}/approve", data={"csrf_token": token}).status_code == 403
-    assert "1 issue(s) wait for moderation" in client.get("/").data.decode()
+    assert "1 issue waits for moderation." in client.get("/").data.decode(), "plural forms, not issue(s)"
 
 
 # Every route × role: allowed → 200/302 (or a 4xx about the input), refused → 403.

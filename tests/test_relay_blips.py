@@ -115,7 +115,8 @@ def test_a_relay_down_beyond_the_window_interrupts_with_the_error(ctx, client, l
     [event] = [e for e in journal_of(issue_id) if e.event == "interrupt"]
     assert event.details["last_reply"] == row.last_reply
     page = client.get(f"/issues/{issue_id}").data.decode()
-    assert "last server response:" in page and "Ok: queued" not in page.split("last server response:")[1][:300]
+    assert "Last server response:" in page and "Ok: queued" not in page.split("Last server response:")[1][:300]
+    assert row.last_reply in page.split("Last server response:")[1][:600], "the error that interrupted it"
     assert {d.state for d in deliveries_of(issue_id)} <= {"sent", "pending"}, "nothing left half-sent"
 
     # The relay is back, but resuming stays a person's decision.

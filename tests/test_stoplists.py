@@ -57,7 +57,7 @@ def test_page_adds_with_a_per_line_report_and_needs_confirmation(client, login, 
 
     upload = client.post(f"/stoplists/{blocked.id}/add", data={
         "upload": (io.BytesIO(b"email,name\nz@example.org,Zed\nbroken,Nobody\n"), "old.csv"), "confirm": "y",
-        "csrf_token": token}, content_type="multipart/form-data").data.decode()
+        "csrf_token": token}, content_type="multipart/form-data", follow_redirects=True).data.decode()
     assert "Added: 1" in upload and "rejected: 2" in upload, "the header and the broken line"
     db.session.execute(sa.delete(StopEntry))
     db.session.execute(sa.delete(StopEvent))
@@ -65,11 +65,13 @@ def test_page_adds_with_a_per_line_report_and_needs_confirmation(client, login, 
     r = client.post(f"/stoplists/{blocked.id}/add", data={
         "items": "a@example.org\nbad line\nb@example.org; a@example.org\n+7 912 345 67 89",
         "confirm": "y", "csrf_token": token})
+    assert r.status_code == 303, "Post/Redirect/Get: a refresh shows the report, it does not paste again"
+    r = client.get(r.headers["Location"])
     html = r.data.decode()
     assert r.status_code == 200 and "Added: 3" in html and "rejected: 2" in html
     assert "bad line" in html and "repeated" in html
     again = client.post(f"/stoplists/{blocked.id}/add", data={"items": "a@example.org", "confirm": "y",
-                                                               "csrf_token": token})
+                                                               "csrf_token": token}, follow_redirects=True)
     assert "already there: 1" in again.data.decode()
     events = db.session.scalars(sa.select(StopEvent).where(StopEvent.list_id == blocked.id)).all()
     assert len(events) == 3 and {e.source for e in events} == {"ui"} and events[0].actor_label.startswith("editor")

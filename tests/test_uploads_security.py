@@ -203,7 +203,7 @@ def test_an_import_size_file_is_accepted_only_on_the_import_routes(small_limits,
     assert r.status_code == 302 and "/imports/" in r.headers["Location"]
     r = client.post(f"/stoplists/{blocked.id}/add", data={
         "upload": (io.BytesIO(mid), "mid.csv"), "confirm": "y", "csrf_token": token},
-        content_type="multipart/form-data")
+        content_type="multipart/form-data", follow_redirects=True)
     assert r.status_code == 200 and "Added: 8000" in r.data.decode()
     # The same size anywhere else is refused by the global limit.
     r = client.post("/lists", data={"name": "x" * (100 * 1024), "csrf_token": token})
@@ -343,10 +343,10 @@ def test_stoplist_lines_are_checked_outside_any_write_transaction(app, client, l
     token = csrf_from(client.get(f"/stoplists/{blocked.id}").data)
     r = client.post(f"/stoplists/{blocked.id}/add", data={
         "upload": (io.BytesIO(b"a@example.org\nb@example.org\n"), "small.csv"), "confirm": "y",
-        "csrf_token": token}, content_type="multipart/form-data")
+        "csrf_token": token}, content_type="multipart/form-data", follow_redirects=True)
     assert r.status_code == 200 and "Added: 2" in r.data.decode()
     r = client.post(f"/stoplists/{blocked.id}/add", data={"items": "c@example.org", "confirm": "y",
-                                                           "csrf_token": token})
+                                                           "csrf_token": token}, follow_redirects=True)
     assert r.status_code == 200 and "Added: 1" in r.data.decode()
     api = api_client("editor")
     r = api.post(f"/stoplists/{blocked.id}/entries", json={"entries": ["d@example.org"]})

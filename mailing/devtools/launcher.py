@@ -254,6 +254,16 @@ class Supervisor:
                 pass
 
 
+def demo_logins_note(instance: Path) -> str:
+    """What to say about logins when none were printed: the file, when it is there, else how
+    to make a user (the database had users before the demo seeded its own)."""
+    path = instance / "demo-logins.txt"
+    if path.exists():
+        return f"Demo logins: {path}"
+    return ("Demo logins: none kept (the database already had users); add one with "
+            "`flask users create EMAIL --role admin`")
+
+
 def run_stack(app: Flask, port: int, workers: int) -> int:
     instance = Path(app.instance_path)
     env = dict(os.environ)
@@ -292,7 +302,7 @@ def run_stack(app: Flask, port: int, workers: int) -> int:
             for email, role, pw in logins:
                 print(f"  {role:10} {email:28} {pw}")
         else:
-            print(f"Demo logins: {instance / 'demo-logins.txt'}")
+            print(demo_logins_note(instance))
         sys.stdout.flush()
         while not sup.stopping:
             sup.tick()

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..addresses import search_form
-from ..enums import OPEN_STATES
+from ..enums import OPEN_STATES, IssueStatus
 from ..enums import DeliveryState as D
 from ..extensions import db
 from ..models import Contact, Delivery, Issue, list_members, utcnow
@@ -279,7 +279,10 @@ def record(issue_id: int, owner: str, results: list[Result]) -> Counter[str]:
     last = next((r.reply for r in reversed(results) if r.reply), None)
     values: dict[str, Any] = dict(bumps)
     if last is not None and bumps:
-        values["last_reply"] = str(last)[:500]
+        # A runner still flushing after another one interrupted the issue must not put a
+        # success back over the error that interrupted it.
+        values["last_reply"] = sa.case((issues.c.status == IssueStatus.INTERRUPTED.value, issues.c.last_reply),
+                                       else_=str(last)[:500])
     if values:
         db.session.execute(sa.update(issues).where(issues.c.id == issue_id).values(**values))
     return +counts

@@ -28,19 +28,34 @@ OUTGOING_FILTERS = {
     "draft": [S.DRAFT], "scheduled": [S.SCHEDULED], "moderation": [S.MODERATION],
     "accepted": [S.ACCEPTED], "sending": [S.SENDING, S.STOPPING], "paused": [S.PAUSED],
     "interrupted": [S.INTERRUPTED], "sent": [S.SENT], "cancelled": [S.CANCELLED],
+    "finished": [S.SENT, S.CANCELLED], "all": list(S),
+}
+
+# Outgoing's orders. "status" follows an issue's life: what needs a person first.
+_STATUS_ORDER = [S.MODERATION, S.INTERRUPTED, S.SENDING, S.STOPPING, S.ACCEPTED, S.PAUSED, S.SCHEDULED,
+                 S.DRAFT, S.SENT, S.CANCELLED]
+OUTGOING_SORTS = {
+    "created": lambda: [Issue.id.desc()],
+    "send_at": lambda: [Issue.send_at.is_(None), Issue.send_at.desc(), Issue.id.desc()],
+    "status": lambda: [sa.case({s.value: i for i, s in enumerate(_STATUS_ORDER)}, value=Issue.status,
+                               else_=len(_STATUS_ORDER)), Issue.id.desc()],
 }
 
 
-def outgoing_page(status: str, page: int) -> tuple[list[Issue], bool]:
-    """One page of issues, newest first; keyset-free OFFSET is fine at 50 a page
-    thanks to the status index, and no delivery is touched."""
-    q = sa.select(Issue).options(so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)) \
-        .order_by(Issue.id.desc())
+def outgoing_page(status: str, page: int, q: str = "", sort: str = "created") -> tuple[list[Issue], bool]:
+    """One page of issues, newest first unless `sort` says otherwise, with `q` in the
+    title if given; keyset-free OFFSET is fine at 50 a page thanks to the status index,
+    and no delivery is touched."""
+    query = sa.select(Issue).options(so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)) \
+        .order_by(*OUTGOING_SORTS[sort]())
     wanted = OUTGOING_FILTERS[status]
     if wanted is None:
-        q = q.where(Issue.status.not_in([s.value for s in FINAL]))
+        query = query.where(Issue.status.not_in([s.value for s in FINAL]))
     else:
-        q = q.where(Issue.status.in_([s.value for s in wanted]))
+        query = query.where(Issue.status.in_([s.value for s in wanted]))
+    if q:
+        query = query.where(Issue.subject.icontains(q, autoescape=True))
+    q = query
     rows = list(db.session.scalars(q.offset((page - 1) * PAGE).limit(PAGE + 1)))
     return rows[:PAGE], len(rows) > PAGE
 

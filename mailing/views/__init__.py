@@ -27,6 +27,7 @@ from . import (
     bounces,
     contacts,
     dkim,
+    humane,
     moderation,
     outgoing,
     pacing,
@@ -41,6 +42,11 @@ from .access import EDITORS
 
 ACTION_LABELS = {"pause": _l("Pause"), "resume": _l("Resume"), "send_whole": _l("Send whole"),
                  "cancel": _l("Cancel")}
+# What each action does, shown under its name in the menu.
+ACTION_HINTS = {"pause": _l("Stop sending until someone resumes; nothing is lost"),
+                "resume": _l("Go on with the recipients not yet sent"),
+                "send_whole": _l("Send everything left now, ignoring the spread over time"),
+                "cancel": _l("End it for good; those not yet sent will not get it")}
 
 
 class Lazy:
@@ -83,8 +89,9 @@ def _package_balance() -> int | None:
 
 
 def _template_globals() -> dict[str, Any]:
-    return {"held_count": Lazy(_held), "package_left": _package_balance, "STATUS_LABELS": LABELS, "IssueStatus": IssueStatus, "Role": Role,
-            "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
+    return {"held_count": Lazy(_held), "package_left": _package_balance, "STATUS_LABELS": LABELS,
+            "IssueStatus": IssueStatus, "Role": Role, "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
+            "ACTION_HINTS": ACTION_HINTS,
             "available_actions": available_actions, "issue_progress": progress}
 
 
@@ -98,6 +105,7 @@ def _vary(resp: Response) -> Response:
 def register(app: Flask) -> None:
     params.init_app(app)  # the strict <int:> converter must be in place before any route is added
     errors.init_app(app)
+    humane.init_app(app)
     access.init_app(app)
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
                contacts.bp, senders.bp, pacing.bp, dkim.bp, package.bp, bounces.bp):

@@ -16,7 +16,7 @@ from ..extensions import db, login_manager
 from ..models import User
 
 # Endpoints reachable without logging in.
-PUBLIC_ENDPOINTS = {"auth.login", "static", "unsubscribe.page", "unsubscribe.one_click"}
+PUBLIC_ENDPOINTS = {"auth.login", "auth.language", "static", "unsubscribe.page", "unsubscribe.one_click"}
 
 EDITORS = (Role.ADMIN, Role.EDITOR)
 READERS = (Role.ADMIN, Role.EDITOR, Role.MODERATOR, Role.SUPPORT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import zoneinfo
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_babel import gettext as _
@@ -46,9 +48,23 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
 
 
+LANGUAGES = {"en": "English", "ru": "Русский"}
+
+
+def time_zones() -> list[str]:
+    """The IANA zones the system knows (tzdata), for the profile's list and to check what a
+    browser sends."""
+    return sorted(z for z in zoneinfo.available_timezones() if "/" in z or z == "UTC")
+
+
 class ProfileForm(FlaskForm):
-    locale = SelectField("Language", choices=[SelectChoice("", "Browser default"), SelectChoice("en", "English"),
-                                           SelectChoice("ru", "Русский")])
+    locale = SelectField(_l("Language"), choices=[SelectChoice("", _l("Browser default")),
+                                                  *(SelectChoice(k, v) for k, v in LANGUAGES.items())])
+    time_zone = SelectField(_l("Time zone (every time is shown in it, and the date pickers read it)"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.time_zone.choices = [SelectChoice(z, z.replace("_", " ")) for z in time_zones()]
 
 
 def _safe_next(target: str | None) -> str:
@@ -87,6 +103,35 @@ def login() -> Any:
     return render_template("auth/login.html", form=form)
 
 
+@bp.post("/language")
+def language() -> Any:
+    """The header's language switch: kept in the profile when signed in, in the session on
+    the login page; back to the page it was clicked on."""
+    code = request.form.get("locale", "")
+    if code not in LANGUAGES:
+        abort(400, _("Choose English or Russian."))
+    if current_user.is_authenticated:
+        current_user.locale = code
+        db.session.commit()
+    else:
+        session["locale"] = code
+    return redirect(_safe_next(request.form.get("next")), 303)
+
+
+@bp.post("/profile/time-zone")
+@login_required
+def time_zone() -> Any:
+    """The browser's own zone (Intl.DateTimeFormat), sent once by static/app.js while the
+    profile has none; a zone set in the profile is never replaced this way."""
+    zone = request.form.get("time_zone", "")
+    if zone not in time_zones():
+        abort(400, _("Unknown time zone."))
+    if not current_user.time_zone:
+        current_user.time_zone = zone
+        db.session.commit()
+    return "", 204
+
+
 @bp.post("/logout")
 @login_required
 def logout() -> Any:
@@ -121,9 +166,10 @@ def _tokens() -> list[ApiToken]:
 @bp.route("/profile", methods=["GET", "POST"])
 @login_required
 def profile() -> Any:
-    form = ProfileForm(locale=current_user.locale or "")
+    form = ProfileForm(locale=current_user.locale or "", time_zone=current_user.time_zone or "UTC")
     if form.validate_on_submit():
         current_user.locale = form.locale.data or None
+        current_user.time_zone = form.time_zone.data
         db.session.commit()
         flash(_("Saved."))
         return redirect(url_for("auth.profile"))
@@ -131,7 +177,7 @@ def profile() -> Any:
 
 
 def _profile(status: int = 200, **ctx: Any) -> Any:
-    ctx.setdefault("form", ProfileForm(locale=current_user.locale or ""))
+    ctx.setdefault("form", ProfileForm(locale=current_user.locale or "", time_zone=current_user.time_zone or "UTC"))
     ctx.setdefault("token_form", TokenForm())
     ctx.setdefault("password_form", PasswordForm())
     ctx["password_min"] = accounts.PASSWORD_MIN_LENGTH

@@ -72,22 +72,26 @@ def lookup() -> Any:
 # --- admin ----------------------------------------------------------------------
 
 class SettingsForm(FlaskForm):
-    launch_delay_seconds = IntegerField("Launch delay (s)", validators=[NumberRange(0, 3600)])
-    edit_lock_minutes = IntegerField("Edit lock before a scheduled send (min)", validators=[NumberRange(0, 1440)])
-    late_start_grace_seconds = IntegerField("Late-start grace (s)", validators=[NumberRange(0, 86400)])
-    default_portion_size = IntegerField("Spread default for new issues: N recipients (0: all at once)",
+    # Decimal fields show and read their value exactly (places=None): 0.003 stays 0.003,
+    # not "0.00" saved back as 0.
+    launch_delay_seconds = IntegerField(_l("Launch delay (s)"), validators=[NumberRange(0, 3600)])
+    edit_lock_minutes = IntegerField(_l("Edit lock before a scheduled send (min)"), validators=[NumberRange(0, 1440)])
+    late_start_grace_seconds = IntegerField(_l("Late-start grace (s)"), validators=[NumberRange(0, 86400)])
+    default_portion_size = IntegerField(_l("Spread default for new issues: N recipients (0: all at once)"),
                                         validators=[NumberRange(0, 10_000_000)])
-    default_portion_minutes = IntegerField("… every M minutes", validators=[NumberRange(0, 10_080)])
-    relay_rate_per_second = IntegerField("Relay cap, messages per second (0: none)", validators=[NumberRange(0, 100000)])
-    per_sender_unsubscribe = BooleanField("Unsubscribes stop only that sender's letters")
-    moderation_growth_factor = DecimalField("Hold when the audience exceeds N × the sender's largest recent issue",
-                                            validators=[NumberRange(1, 1000)])
-    moderation_max_audience = IntegerField("Hold when the audience exceeds (0: no cap)", validators=[NumberRange(0)])
-    moderation_fresh_share = DecimalField("Hold when this share never got a letter from us (0–1)",
-                                          validators=[NumberRange(0, 1)])
-    moderation_bounce_rate = DecimalField("Hold when the sender's bounce rate exceeds (0–1)", validators=[NumberRange(0, 1)])
-    moderation_complaint_rate = DecimalField("Hold when the sender's complaint rate exceeds (0–1)",
-                                             validators=[NumberRange(0, 1)])
+    default_portion_minutes = IntegerField(_l("… every M minutes"), validators=[NumberRange(0, 10_080)])
+    relay_rate_per_second = IntegerField(_l("Relay cap, messages per second (0: none)"),
+                                         validators=[NumberRange(0, 100000)])
+    per_sender_unsubscribe = BooleanField(_l("Unsubscribes stop only that sender's letters"))
+    moderation_growth_factor = DecimalField(_l("Hold when the audience exceeds N × the sender's largest recent issue"),
+                                            places=None, validators=[NumberRange(1, 1000)])
+    moderation_max_audience = IntegerField(_l("Hold when the audience exceeds (0: no cap)"), validators=[NumberRange(0)])
+    moderation_fresh_share = DecimalField(_l("Hold when this share never got a letter from us (0–1)"),
+                                          places=None, validators=[NumberRange(0, 1)])
+    moderation_bounce_rate = DecimalField(_l("Hold when the sender's bounce rate exceeds (0–1)"),
+                                          places=None, validators=[NumberRange(0, 1)])
+    moderation_complaint_rate = DecimalField(_l("Hold when the sender's complaint rate exceeds (0–1)"),
+                                             places=None, validators=[NumberRange(0, 1)])
     rate_window = IntegerField(_l("Rate interrupts: judge over the last N processed recipients"),
                                validators=[NumberRange(20, 1_000_000)])
     interrupt_bounce_rate = DecimalField(_l("Interrupt when the bounce share exceeds (0–1)"), places=None,
@@ -98,11 +102,22 @@ class SettingsForm(FlaskForm):
                                      validators=[NumberRange(0, 100)])
     api_requests_per_minute = IntegerField(_l("API requests per minute per token (0: no limit)"),
                                            validators=[NumberRange(0, 1_000_000)])
-    spam_words = TextAreaField("Spam words (one per line)", validators=[Length(max=100_000)])
-    blocked_domains = TextAreaField("Blocklisted link domains (one per line)", validators=[Length(max=100_000)])
+    spam_words = TextAreaField(_l("Spam words (one per line)"), validators=[Length(max=100_000)])
+    blocked_domains = TextAreaField(_l("Blocklisted link domains (one per line)"), validators=[Length(max=100_000)])
 
 
 LIST_SETTINGS = ("spam_words", "blocked_domains")
+
+
+def _submitted(field: Any, name: str) -> Any:
+    """A settings field's value as it is stored: lists from lines, decimals as the float the
+    admin typed (str → float, never through a rounded Decimal)."""
+    value = field.data
+    if name in LIST_SETTINGS:
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+    if isinstance(field, DecimalField):
+        return float(value)
+    return value
 
 
 @bp.route("/admin/settings", methods=["GET", "POST"])
@@ -115,21 +130,22 @@ def admin_settings() -> Any:
                 value = settings.get(name)
                 field.data = "\n".join(value) if name in LIST_SETTINGS else value
     elif form.validate_on_submit():
-        changed = {}
+        # Only what differs from the stored value is written and journalled (old → new).
+        changed, before = {}, {}
         for name, field in form._fields.items():
             if name not in settings.DEFAULTS:
                 continue
-            value: Any = field.data
-            if name in LIST_SETTINGS:
-                value = [line.strip() for line in (value or "").splitlines() if line.strip()]
-            elif isinstance(field, DecimalField):
-                value = float(value)
-            if value != settings.get(name):
-                changed[name] = value
+            value, old = _submitted(field, name), settings.get(name)
+            if value != old:
+                changed[name], before[name] = value, old
                 settings.put(name, value)
-        record(None, "settings", actor=current_user, details={"changed": json.loads(json.dumps(changed, default=str))})
-        db.session.commit()
-        flash(_("Settings saved."))
+        if changed:
+            record(None, "settings", actor=current_user,
+                   details=json.loads(json.dumps({"changed": changed, "before": before}, default=str)))
+            db.session.commit()
+            flash(_("Settings saved."))
+        else:
+            flash(_("Nothing to save: no setting was changed."))
         return redirect(url_for("moderation.admin_settings"))
     return render_template("admin/settings.html", form=form), 400 if form.errors else 200
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
-from flask_babel import get_locale
+from flask_babel import get_locale, ngettext, to_user_timezone, to_utc
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -25,7 +26,6 @@ from wtforms import (
     SelectField,
     StringField,
     TextAreaField,
-    ValidationError,
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
@@ -52,6 +52,7 @@ from ..store import journal as journal_rows
 from ..store import reports as late_reports
 from ..unsubscribe import test_unsubscribe_url
 from .access import EDITORS, READERS, roles
+from .humane import num, zone_name
 from .params import arg_int, page_arg
 
 bp = Blueprint("outgoing", __name__)
@@ -88,18 +89,6 @@ class IssueForm(FlaskForm):
                                    validators=[Optional(), NumberRange(min=0.01, max=10_080)])
     spread_hours = DecimalField(_l("over H hours"), places=2, validators=[Optional(), NumberRange(min=0.01, max=720)])
 
-    def validate_portion_size(self, field: IntegerField) -> None:
-        if self.spread.data == "portions" and not field.data:
-            raise ValidationError(_("Give the number of recipients per portion."))
-
-    def validate_portion_minutes(self, field: DecimalField) -> None:
-        if self.spread.data == "portions" and not field.data:
-            raise ValidationError(_("Give the minutes between portions."))
-
-    def validate_spread_hours(self, field: DecimalField) -> None:
-        if self.spread.data == "hours" and not field.data:
-            raise ValidationError(_("Give the hours to spread over."))
-
     def load(self, issue: Issue) -> None:
         """Fill the spread fields from the issue (the form speaks minutes, the issue seconds)."""
         if issue.spread_hours:
@@ -113,6 +102,15 @@ class IssueForm(FlaskForm):
         """Field checks, then the placeholders of every letter field against the
         contact fields that exist: a typo such as {{ nmae }} is shown next to its field."""
         ok = super().validate(extra_validators)
+        # The fields a spread mode needs. Checked here, not in validate_<field>: an empty
+        # field's Optional() stops its chain before an inline validator would run.
+        needed = {"portions": [(self.portion_size, _("Give the number of recipients per portion.")),
+                               (self.portion_minutes, _("Give the minutes between portions."))],
+                  "hours": [(self.spread_hours, _("Give the hours to spread over."))]}
+        for f, message in needed.get(self.spread.data, []):
+            if not f.data and not f.errors:
+                f.errors = [*f.errors, message]
+                ok = False
         values = {name: getattr(self, name).data or "" for name in TEMPLATE_FIELDS}
         known = contacts.known_fields()
         if self.kind.data == "triggered":  # each participant brings its own fields
@@ -155,9 +153,10 @@ class TestForm(FlaskForm):
 
 
 class LaunchForm(FlaskForm):
-    mode = RadioField("When", choices=[SelectChoice("now", "Now"), SelectChoice("at", "At a date and time"),
-                                       SelectChoice("postpone", "Postpone")], default="now")
-    send_at = DateTimeLocalField("Send at (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
+    mode = RadioField(_l("When"), choices=[SelectChoice("now", _l("Now")),
+                                           SelectChoice("at", _l("At a date and time")),
+                                           SelectChoice("postpone", _l("Postpone"))], default="now")
+    send_at = DateTimeLocalField(_l("Send at"), format="%Y-%m-%dT%H:%M", validators=[Optional()])
 
 
 class StepForm(FlaskForm):
@@ -169,14 +168,18 @@ class StepForm(FlaskForm):
         SelectChoice("not_reached", _l("those the previous step did not reach"))])
     when = RadioField(_l("When"), default="delay", choices=[
         SelectChoice("delay", _l("hours after the previous step finishes")),
-        SelectChoice("at", _l("at a date and time (UTC)"))])
+        SelectChoice("at", _l("at a date and time"))])
     delay_hours = DecimalField(_l("Hours"), places=2, default=24,
                                validators=[Optional(), NumberRange(min=0, max=366 * 24)])
-    at = DateTimeLocalField(_l("Date and time (UTC)"), format="%Y-%m-%dT%H:%M", validators=[Optional()])
+    at = DateTimeLocalField(_l("Date and time"), format="%Y-%m-%dT%H:%M", validators=[Optional()])
 
-    def validate_at(self, field: DateTimeLocalField) -> None:
-        if self.when.data == "at" and field.data is None:
-            raise ValidationError(_("Give the date and time."))
+    def validate(self, extra_validators: Any = None) -> bool:
+        ok = super().validate(extra_validators)
+        # Here, not in validate_at: an empty field's Optional() stops its inline validator.
+        if self.when.data == "at" and self.at.data is None and not self.at.errors:
+            self.at.errors = [*self.at.errors, _("Give the date and time.")]
+            ok = False
+        return ok
 
 
 class ResendForm(FlaskForm):
@@ -192,8 +195,12 @@ def index() -> Any:
     page = page_arg()
     if status and status not in issue_rows.OUTGOING_FILTERS:
         abort(404)
-    rows, has_next = issue_rows.outgoing_page(status, page)
-    return render_template("outgoing/index.html", issues=rows, status=status, page=page,
+    q = (request.args.get("q") or "").strip()[:300]  # a subject's length
+    sort = request.args.get("sort") or "created"
+    if sort not in issue_rows.OUTGOING_SORTS:
+        raise BadParameter("sort", _("Sort by creation, send time or status."))
+    rows, has_next = issue_rows.outgoing_page(status, page, q, sort)
+    return render_template("outgoing/index.html", issues=rows, status=status, page=page, q=q, sort=sort,
                            has_next=has_next, filters=issue_rows.OUTGOING_FILTERS)
 
 
@@ -202,7 +209,7 @@ def index() -> Any:
 def row(issue_id: int) -> Any:
     """The polled partial: one row, from the issue's own counters (never a scan of
     deliveries), rendered at most once a second for all the pages polling it."""
-    variant = f"{get_locale()}:{'edit' if current_user.role in EDITORS else 'read'}"
+    variant = f"{get_locale()}:{'edit' if current_user.role in EDITORS else 'read'}:{zone_name()}"
     html = queueing.cached_row(issue_id, variant)
     if html is None:
         issue = db.session.get(Issue, issue_id,
@@ -268,7 +275,7 @@ def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: in
     issue = db.get_or_404(Issue, issue_id)
     tab = request.args.get("tab", "details")
     if launch_form is None and issue.status == "draft" and issue.send_at:  # a copy's send time
-        launch_form = LaunchForm(mode="at", send_at=issue.send_at)
+        launch_form = LaunchForm(mode="at", send_at=local_picker_value(issue.send_at))
     ctx: dict[str, Any] = {"issue": issue, "tab": tab, "progress": issue_rows.progress(issue),
                            "test_form": TestForm(), "launch_form": launch_form or LaunchForm(),
                            "locked": lifecycle.edit_lock_reason(issue),
@@ -359,7 +366,7 @@ def launch(issue_id: int) -> Any:
         if form.send_at.data is None:
             form.send_at.errors.append(_("Give the date and time to send at."))
             return _issue_page(issue.id, form, 400)
-        at = form.send_at.data
+        at = to_utc(form.send_at.data)  # typed in the user's zone; stored as UTC
     try:
         lifecycle.launch(issue.id, current_user, at=at, postpone=form.mode.data == "postpone")
     except lifecycle.LaunchError as exc:
@@ -367,7 +374,31 @@ def launch(issue_id: int) -> Any:
             raise  # not about this form's fields: answered as every refused launch (mailing/errors.py)
         getattr(form, "mode" if exc.field == "package" else exc.field).errors.append(exc.message)
         return _issue_page(issue.id, form, 400)
+    db.session.expire_all()
+    launched = db.session.get(Issue, issue.id)
+    if launched is not None:
+        flash(_launch_message(launched))
     return redirect(url_for("outgoing.index"))
+
+
+def local_picker_value(moment: datetime | None) -> datetime | None:
+    """A stored UTC moment as a date picker shows it: in the user's zone, without a zone."""
+    return to_user_timezone(moment).replace(tzinfo=None) if moment else None
+
+
+def _launch_message(issue: Issue) -> str:
+    """What became of a launch, said in the status region of the page it lands on."""
+    n = issue.sendable
+    if issue.status == "moderation":
+        return _("“%(title)s” waits for a moderator: %(reason)s", title=issue.subject,
+                 reason=issue.status_reason or "")
+    if issue.status == "scheduled" and issue.send_at:
+        return ngettext("“%(title)s” is scheduled for %(count)s recipient.",
+                        "“%(title)s” is scheduled for %(count)s recipients.", n, title=issue.subject, count=num(n))
+    if issue.status == "scheduled":
+        return _("“%(title)s” is formed and waits until you send it.", title=issue.subject)
+    return ngettext("“%(title)s” is launched to %(count)s recipient.",
+                    "“%(title)s” is launched to %(count)s recipients.", n, title=issue.subject, count=num(n))
 
 
 @bp.post("/issues/<int:issue_id>/actions/<action>")
@@ -387,9 +418,28 @@ def act(issue_id: int, action: str) -> Any:
         handlers[action](issue.id, current_user)  # a refusal is answered by mailing/errors.py
     db.session.expire_all()
     issue = db.session.get(Issue, issue_id)
+    message = _action_message(action, issue)
     if request.htmx:
-        return render_template("outgoing/_issue_row.html", issue=issue, progress=issue_rows.progress(issue))
+        html = render_template("outgoing/_issue_row.html", issue=issue, progress=issue_rows.progress(issue))
+        # The page's status region says what happened (static/app.js); JSON keeps the header ASCII.
+        return html, 200, {"HX-Trigger": json.dumps({"outbox:status": message})}
+    flash(message)
     return redirect(request.referrer or url_for("outgoing.index"))
+
+
+def _action_message(action: str, issue: Issue) -> str:
+    """The sentence the status region reads after an action."""
+    title = issue.subject
+    if action == "pause":
+        return _("“%(title)s” is paused at %(pct)s %%; nothing more leaves until it is resumed.",
+                 title=title, pct=issue.percent)
+    if action == "resume":
+        return _("“%(title)s” is sending again.", title=title)
+    if action == "send_whole":
+        return _("“%(title)s”: everything left goes now.", title=title)
+    if action == "cancel":
+        return _("“%(title)s” is cancelled; those not yet sent will not get it.", title=title)
+    return _("“%(title)s” goes out now.", title=title)
 
 
 # --- around the send: copy, resend, delete, chain steps (mailing/chains.py) -----------
@@ -449,7 +499,7 @@ def add_step(issue_id: int) -> Any:
     form = StepForm()
     if not form.validate_on_submit():
         return _issue_page(issue.id, status=400, step_form=form)
-    at = form.at.data if form.when.data == "at" else None
+    at = to_utc(form.at.data) if form.when.data == "at" and form.at.data else None  # the user's zone → UTC
     delay = None if at else int(float(form.delay_hours.data or 0) * 3600)
     try:
         step_id = chains.add_step(issue.id, current_user, audience=form.audience.data,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import secrets
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +17,7 @@ from htmx_flask import request
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from .. import stopimports, stoplists, uploads
+from .. import queueing, stopimports, stoplists, uploads
 from ..errors import error
 from ..extensions import db
 from ..models import StopList, StopListImport
@@ -79,7 +82,7 @@ def create() -> Any:
 @bp.get("/<int:list_id>")
 @roles(*READERS)
 def show(list_id: int) -> Any:
-    return _page(_list(list_id))
+    return _page(_list(list_id), report=_kept_report(request.args.get("report") or ""))
 
 
 @bp.post("/<int:list_id>/add")
@@ -120,7 +123,33 @@ def add(list_id: int) -> Any:
         return _page(stop, form, status=400)
     report = stoplists.add_pasted(stop, text, actor=current_user, source=source,
                                   region=current_app.config["DEFAULT_PHONE_REGION"])
-    return _page(stop, AddForm(formdata=None), report=report)
+    # Post/Redirect/Get: a refresh of the report page must not paste again.
+    return redirect(url_for("stoplists.show", list_id=stop.id, report=_keep_report(report)), 303)
+
+
+REPORT_SHOWN = 1000  # rejected lines kept for the report page; the count covers them all
+REPORT_TTL = 3600
+
+
+def _report_key(token: str) -> str:
+    return f"outbox:stoplist-report:{current_user.id}:{token}"
+
+
+def _keep_report(report: stoplists.Report) -> str:
+    """The paste's report, kept an hour in Redis for the page the POST redirects to; only
+    the user who pasted can read it (the key carries their id)."""
+    token = secrets.token_urlsafe(12)
+    data = {"added": report.added, "already": report.already, "rejected_count": len(report.rejected),
+            "rejected": [dataclasses.asdict(r) for r in report.rejected[:REPORT_SHOWN]]}
+    queueing.redis_connection().set(_report_key(token), json.dumps(data), ex=REPORT_TTL)
+    return token
+
+
+def _kept_report(token: str) -> dict[str, Any] | None:
+    if not token or len(token) > 40:
+        return None
+    raw = queueing.redis_connection().get(_report_key(token))
+    return json.loads(raw) if raw else None
 
 
 @bp.post("/<int:list_id>/remove")

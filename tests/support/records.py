@@ -9,9 +9,9 @@ import re
 import sqlalchemy as sa
 
 from mailing.extensions import db
-from mailing.models import Delivery, Issue, JournalEvent
+from mailing.models import Contact, ContactList, Delivery, Issue, JournalEvent, Sender, list_members
 
-from .base import wait_for
+from .base import counter, wait_for
 
 
 def csrf_from(html: bytes | str) -> str:
@@ -57,3 +57,28 @@ def journal_of(issue_id: int) -> list:
                               .order_by(JournalEvent.id)).all()
     db.session.commit()
     return rows
+
+
+def create_issue(n: int = 10, names=None, subject: str = "Monthly news", body: str | None = None,
+                 status_free: bool = True, emails=None) -> int:
+    """A draft issue to `n` new contacts of a new list from a new sender (names default to
+    ascii and non-ascii in turn); its id. Needs an app context."""
+    k = next(counter)
+    sender = Sender(name="Outbox News", email=f"news{k}@outbox.test")
+    lst = ContactList(name=f"list {k}")
+    db.session.add_all([sender, lst])
+    db.session.flush()
+    rows = []
+    for i in range(n):
+        email = emails[i] if emails else f"r{k}-{i:06d}@example.org"
+        name = names[i % len(names)] if names else ("Анна Иванова" if i % 2 else f"Reader {i}")
+        rows.append({"email": email, "name": name, "attributes": {}})
+    if rows:
+        db.session.execute(sa.insert(Contact), rows)
+        ids = db.session.scalars(sa.select(Contact.id).where(Contact.email.in_([r["email"] for r in rows])))
+        db.session.execute(sa.insert(list_members), [{"list_id": lst.id, "contact_id": i} for i in ids])
+    issue = Issue(subject=subject, sender_id=sender.id, list_id=lst.id,
+                  body_html=body or '<p>Hello, {{ name }} ({{ email }})</p><a href="{{ unsubscribe_url }}">u</a>')
+    db.session.add(issue)
+    db.session.commit()
+    return issue.id

@@ -20,6 +20,22 @@ from mailing.devtools.launcher import signal_tree, stop_tree, web_command
 from .base import ROOT, SECRET, counter, free_port, wait_for
 
 
+def environment(database_url: str, redis_url: str, smtp_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment a test's app, workers and web server share: its own database, its own
+    Redis database and queue (nothing a finished test left running can take its jobs or its
+    maintenance lock), its SMTP server and instance directory, and fast timings."""
+    n = next(counter) % 4095 + 1
+    return {
+        "DATABASE_URL": database_url, "REDIS_URL": f"{redis_url}?db={n}", "SMTP_URL": smtp_url,
+        "SECRET_KEY": SECRET, "OUTBOX_INSTANCE": str(tmp_path / "instance"),
+        "MAILDIR": str(tmp_path / "maildir"), "BASE_URL": "http://127.0.0.1:5999",
+        "RQ_QUEUE": f"outbox-test-{os.getpid()}-{n}", "SEND_CONCURRENCY": "4", "SEND_CHUNK": "50",
+        "LEASE_SECONDS": "5", "RETRY_BASE_SECONDS": "0.5", "SMTP_TIMEOUT": "5",
+        # Tests that take the relay down want the interrupt promptly (the default waits 2 min).
+        "RELAY_RETRY_WINDOW": "1",
+    }
+
+
 class RedisServer:
     """redis-server on a unix socket in a temp directory, with a database for each test."""
 
