@@ -382,7 +382,7 @@ def receive(items: list[Incoming], *, keep_unreadable: bool = True) -> list[Outc
             "raw": None if ok else _clean(job.incoming.raw[:KEEP_RAW].decode("utf-8", "replace")),
             "received_at": now})
     if rows:
-        db.session.execute(sa.insert(BounceReport), rows)
+        _insert_rows(BounceReport.__table__, rows)
     db.session.commit()
     by_digest = {r["digest"]: r for r in rows}
     for n, job in enumerate(jobs):
@@ -456,12 +456,19 @@ def _stop(code: str, keys: set[str], source: str) -> None:
     if not new:
         return
     now = utcnow()
-    db.session.execute(sa.insert(StopEntry), [
+    _insert_rows(StopEntry.__table__, [
         {"list_id": stop.id, "kind": "email", "value": k, "sender_id": None, "source": source, "created_at": now}
         for k in new])
-    db.session.execute(sa.insert(StopEvent), [
+    _insert_rows(StopEvent.__table__, [
         {"list_id": stop.id, "action": "add", "value": k, "sender_id": None, "source": source,
          "actor_label": source, "created_at": now} for k in new])
+
+
+def _insert_rows(table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """A Core executemany on the table: SQLAlchemy batches the rows into multi-row INSERTs
+    from one cached statement ("insertmanyvalues"), without the ORM's per-row work."""
+    if rows:
+        db.session.execute(sa.insert(table), rows)
 
 
 def _count_late(applied: list[_Job]) -> None:
