@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -29,17 +30,17 @@ bp = Blueprint("contacts", __name__)
 
 
 class ContactForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
-    name = StringField("Name", validators=[Optional(), Length(max=200)])
-    phone = StringField("Phone", validators=[Optional(), Length(max=40)])
+    email = EmailField(_l("Email"), validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
+    name = StringField(_l("Name"), validators=[Optional(), Length(max=200)])
+    phone = StringField(_l("Phone"), validators=[Optional(), Length(max=40)])
 
 
 class ListForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    name = StringField(_l("Name"), validators=[DataRequired(), Length(max=200)])
 
 
 class ImportForm(FlaskForm):
-    file = FileField("CSV file (email, name, phone, any other columns)", validators=[FileRequired()])
+    file = FileField(_l("CSV file (email, name, phone, any other columns)"), validators=[FileRequired()])
 
 
 def _save_contact(form: ContactForm, contact: Contact) -> bool:

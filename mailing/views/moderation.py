@@ -151,9 +151,9 @@ def admin_settings() -> Any:
 
 
 class UserForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
-    role = SelectField("Role", choices=[r.value for r in Role])
-    password = StringField("Password", validators=[DataRequired(), Length(min=10, max=200)])
+    email = EmailField(_l("Email"), validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
+    role = SelectField(_l("Role"), choices=[r.value for r in Role])
+    password = StringField(_l("Password"), validators=[DataRequired(), Length(min=10, max=200)])
 
 
 @bp.route("/admin/users", methods=["GET", "POST"])

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
@@ -28,13 +29,13 @@ bp = Blueprint("stoplists", __name__, url_prefix="/stoplists")
 
 
 class ListForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    name = StringField(_l("Name"), validators=[DataRequired(), Length(max=200)])
 
 
 class AddForm(FlaskForm):
-    items = TextAreaField("Addresses and phone numbers", validators=[Length(max=20_000_000)])
+    items = TextAreaField(_l("Addresses and phone numbers"), validators=[Length(max=20_000_000)])
     upload = FileField("or a CSV file (first column)")
-    confirm = BooleanField("I confirm these people must not get mail")
+    confirm = BooleanField(_l("I confirm these people must not get mail"))
 
 
 def _list(list_id: int) -> StopList:
