@@ -211,6 +211,10 @@ class Issue(db.Model):
     # or, with `trigger_on_join`, each contact who joins its list).
     kind: so.Mapped[str] = so.mapped_column(sa.String(16), default="issue", server_default="issue")
     trigger_on_join: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    # Letters assembled from materials (mailing/materials.py): the template last used, and
+    # the sections whose recent materials the assembly offers first.
+    template_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("letter_templates.id", ondelete="SET NULL"))
+    sections: so.Mapped[list[Section]] = so.relationship(secondary="issue_sections", order_by="Section.name")
 
     sender: so.Mapped[Sender | None] = so.relationship()
     contact_list: so.Mapped[ContactList | None] = so.relationship()
@@ -499,3 +503,48 @@ class BounceReport(db.Model):
     diagnostic: so.Mapped[str | None] = so.mapped_column(sa.Text)
     raw: so.Mapped[str | None] = so.mapped_column(sa.Text)  # kept for quarantined reports only
     received_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+class Section(db.Model):
+    """A section of the materials library (news, articles, events, ...)."""
+
+    __tablename__ = "sections"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
+
+
+issue_sections = sa.Table(
+    "issue_sections",
+    db.metadata,
+    sa.Column("issue_id", sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("section_id", sa.ForeignKey("sections.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Material(db.Model):
+    """One piece a letter can be assembled from (seed 002): its body is sanitised HTML."""
+
+    __tablename__ = "materials"
+    __table_args__ = (sa.Index("ix_materials_section_published", "section_id", "published_at"),)
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    section_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sections.id", ondelete="CASCADE"))
+    title: so.Mapped[str] = so.mapped_column(sa.String(300))
+    summary: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    body_html: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    link: so.Mapped[str] = so.mapped_column(sa.String(2000), default="")
+    image_url: so.Mapped[str] = so.mapped_column(sa.String(2000), default="")
+    published_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+
+    section: so.Mapped[Section] = so.relationship()
+
+
+class LetterTemplate(db.Model):
+    """A letter's frame with a `{{ materials }}` block where the chosen materials go.
+    Shipped templates are read-only: editors copy one to change it."""
+
+    __tablename__ = "letter_templates"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
+    html: so.Mapped[str] = so.mapped_column(sa.Text)
+    shipped: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())

@@ -94,6 +94,7 @@ OPERATIONS: dict[str, Action] = {
         _a("copy", set(S), None, _l("copied")),
         _a("resend", {S.SENT, S.CANCELLED}, None, _l("resent")),
         _a("delete", {S.DRAFT}, None, _l("deleted")),
+        _a("assemble", {S.DRAFT}, None, _l("assembled from materials")),  # mailing/materials.py
         _a("add_step", set(S) - {S.STOPPING}, None, _l("given a next step")),
     ]
 }

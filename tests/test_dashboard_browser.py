@@ -329,7 +329,8 @@ def _pages(issue_id: int, list_id: int, stop_id: int) -> dict[str, str]:
         "lists": "/lists", "list": f"/lists/{list_id}", "stoplists": "/stoplists/", "stoplist": f"/stoplists/{stop_id}",
         "moderation": "/moderation", "lookup": "/lookup?q=r", "journal": "/journal", "settings": "/admin/settings",
         "users": "/admin/users", "senders": "/admin/senders", "pacing": "/admin/pacing", "dkim": "/admin/dkim",
-        "profile": "/profile",
+        "profile": "/profile", "package": "/admin/package", "bounces": "/admin/bounces", "materials": "/materials",
+        "templates": "/templates",
     }
 
 

@@ -28,6 +28,7 @@ from . import (
     contacts,
     dkim,
     humane,
+    materials,
     moderation,
     outgoing,
     pacing,
@@ -108,7 +109,7 @@ def register(app: Flask) -> None:
     humane.init_app(app)
     access.init_app(app)
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
-               contacts.bp, senders.bp, pacing.bp, dkim.bp, package.bp, bounces.bp):
+               contacts.bp, senders.bp, pacing.bp, dkim.bp, package.bp, bounces.bp, materials.bp):
         app.register_blueprint(bp)
     app.context_processor(_template_globals)
     app.after_request(_vary)

@@ -13,11 +13,21 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import bounces, chains, lifecycle, package, queueing, settings, stoplists, triggers
+from .. import (
+    bounces,
+    chains,
+    lifecycle,
+    materials,
+    package,
+    queueing,
+    settings,
+    stoplists,
+    triggers,
+)
 from ..enums import Role
 from ..errors import error
 from ..extensions import csrf, db
-from ..models import ApiToken, Issue, StopList, utcnow
+from ..models import ApiToken, Issue, Material, StopList, utcnow
 from ..states import IssueNotFound, available_actions
 from ..store import deliveries
 from ..store import issues as issue_rows
@@ -201,6 +211,78 @@ def participant(issue_id: int) -> Any:
         200 if arrival.duplicate else 202
 
 
+# --- materials, templates and assembling (mailing/materials.py) -------------------
+
+def material_json(m: Material) -> dict[str, Any]:
+    return {"id": m.id, "section_id": m.section_id, "title": m.title, "summary": m.summary,
+            "body_html": m.body_html, "link": m.link, "image_url": m.image_url,
+            "published_at": m.published_at.isoformat() + "Z" if m.published_at else None}
+
+
+@bp.get("/materials")
+@api(*READERS)
+def list_materials() -> Any:
+    """Newest first; ?q= searches titles and summaries, ?section= narrows to one section."""
+    section = request.args.get("section")
+    if section is not None and not is_id(section):
+        return error(400, "section", "section is a section id.")
+    items = materials.search((request.args.get("q") or "")[:200], int(section) if section else None)
+    return jsonify(materials=[material_json(m) for m in items])
+
+
+@bp.post("/materials")
+@api(*EDITORS)
+def create_material() -> Any:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error(400, "body", "The body must be a JSON object.")
+    return jsonify(material_json(materials.save_material(None, body, g.api_user))), 201
+
+
+@bp.route("/materials/<int:material_id>", methods=["GET", "PATCH", "DELETE"])
+@api(*READERS)
+def one_material(material_id: int) -> Any:
+    material = db.get_or_404(Material, material_id, description="No such material.")
+    if request.method != "GET":
+        if g.api_user.role not in EDITORS:
+            return error(403, "forbidden", f"The role {g.api_user.role} may not do this.")
+        if request.method == "DELETE":
+            materials.delete_material(material)
+            return "", 204
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return error(400, "body", "The body must be a JSON object.")
+        materials.save_material(material, body, g.api_user)
+    return jsonify(material_json(material))
+
+
+@bp.get("/sections")
+@api(*READERS)
+def list_sections() -> Any:
+    return jsonify(sections=[{"id": s.id, "name": s.name} for s in materials.sections()])
+
+
+@bp.get("/templates")
+@api(*READERS)
+def list_templates() -> Any:
+    return jsonify(templates=[{"id": t.id, "name": t.name, "shipped": t.shipped, "html": t.html}
+                              for t in materials.templates()])
+
+
+@bp.post("/issues/<int:issue_id>/assemble")
+@api(*EDITORS)
+def assemble(issue_id: int) -> Any:
+    """Build a Draft's letter from {"material_ids": [...], "template_id": n, "section_ids": [...]}."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error(400, "body", "The body must be a JSON object.")
+    _issue(issue_id)
+    materials.assemble(issue_id, body.get("material_ids"), body.get("template_id"), g.api_user,
+                       section_ids=body.get("section_ids"))
+    issue = _issue(issue_id)
+    return jsonify({**issue_json(issue), "body_html": issue.body_html})
+
+
 # --- around the send: copy, resend, delete, chain steps (mailing/chains.py) ---------
 
 def _body() -> dict[str, Any]:
@@ -363,6 +445,35 @@ def openapi() -> Any:
                 "responses": {"200": {"description": '{"outcome": "applied"|"quarantined"|"duplicate", "kind", '
                                                      '"reason", "delivery_id"}'},
                               "400": err, "401": err, "403": err}}},
+            "/materials": {
+                "get": {"summary": "Materials, newest first (?q= search, ?section= id)",
+                        "responses": {"200": {"description": '{"materials": [...]}'}, "400": err, "401": err}},
+                "post": {"summary": "Add a material (its body_html is sanitised)",
+                         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                             "section_id": {"type": "integer"}, "title": {"type": "string"},
+                             "summary": {"type": "string"}, "body_html": {"type": "string"},
+                             "link": {"type": "string"}, "image_url": {"type": "string"},
+                             "published_at": {"type": "string"}}}}}},
+                         "responses": {"201": {"description": "The material"}, "400": err, "401": err, "403": err}}},
+            "/materials/{material_id}": {
+                "get": {"summary": "One material", "parameters": [{"name": "material_id", "in": "path",
+                        "required": True, "schema": {"type": "integer"}}],
+                        "responses": {"200": {"description": "The material"}, "401": err, "404": err}},
+                "patch": {"summary": "Change a material", "responses": {"200": {"description": "The material"},
+                          "400": err, "401": err, "403": err, "404": err}},
+                "delete": {"summary": "Delete a material", "responses": {"204": {"description": "Deleted"},
+                           "401": err, "403": err, "404": err}}},
+            "/sections": {"get": {"summary": "The materials' sections",
+                                  "responses": {"200": {"description": '{"sections": [...]}'}, "401": err}}},
+            "/templates": {"get": {"summary": "Letter templates", "responses": {
+                "200": {"description": '{"templates": [...]}'}, "401": err}}},
+            "/issues/{issue_id}/assemble": {"post": {
+                "summary": "Build a draft's letter from materials through a template", "parameters": [id_param],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "material_ids": {"type": "array", "items": {"type": "integer"}},
+                    "template_id": {"type": "integer"},
+                    "section_ids": {"type": "array", "items": {"type": "integer"}}}}}}},
+                "responses": {"200": issue_ref, "400": err, "401": err, "403": err, "404": err, "409": err}}},
             "/package": {"get": {"summary": "The letter package: unlimited, or its balance",
                                  "responses": {"200": {"description": '{"unlimited": bool, "balance": n}'},
                                                "401": err, "403": err}}},

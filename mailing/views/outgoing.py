@@ -35,6 +35,7 @@ from ..errors import BadParameter, error
 from ..extensions import db
 from ..models import ContactList, Issue, Sender
 from ..redact import redact
+from ..sanitise import clean_html
 from ..sending.letter import (
     TEMPLATE_FIELDS,
     LetterError,
@@ -121,7 +122,7 @@ class IssueForm(FlaskForm):
         return ok
 
     def save(self, issue: Issue) -> None:
-        issue.subject, issue.body_html = self.subject.data, self.body_html.data
+        issue.subject, issue.body_html = self.subject.data, clean_html(self.body_html.data)
         issue.preheader = clean_header_value(self.preheader.data or "")
         issue.from_name = clean_header_value(self.from_name.data or "")
         issue.reply_to = clean_header_value(self.reply_to.data or "")
