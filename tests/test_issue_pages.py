@@ -1,5 +1,7 @@
 """The issue page's tabs, the Outgoing filters, the job journal, with a real send behind them."""
 
+import re
+
 import sqlalchemy as sa
 
 from mailing import lifecycle
@@ -37,6 +39,8 @@ def test_retry_bounce_and_the_server_response_tab(ctx, client, login, make_issue
     assert "busy@example.org" in found and "gone@example.org" not in found
     report = client.get(f"/issues/{issue_id}?tab=report").data.decode()
     assert "bounced" in report and "<svg" in report and "Sent per minute" in report
+    assert re.search(r'<text x="\d+" y="146" font-size="10">\d\d:\d\d</text>', report), "time labels"
+    assert '<time datetime="' in report.split("Sent per minute", 1)[1], "the span in the reader's zone"
 
 
 def test_permanent_failure_after_the_retry_limit(ctx, make_issue, smtp, workers, make_user):

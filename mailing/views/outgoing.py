@@ -298,7 +298,9 @@ def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: in
         ctx["late"] = late_reports.late_groups(issue.id)
     elif tab == "report":
         ctx["by_state"] = deliveries.delivery_states(issue.id)
-        ctx["per_minute"] = deliveries.sent_per_minute(issue.id)
+        # Minutes come back as UTC text; as moments they are shown in the reader's zone.
+        ctx["per_minute"] = [(datetime.strptime(m, "%Y-%m-%d %H:%M"), n)
+                             for m, n in deliveries.sent_per_minute(issue.id)]
         ctx["domains"] = deliveries.top_domains(issue.id)
         ctx["reasons"] = deliveries.refusal_reasons(issue.id)
         ctx["over_time"] = late_reports.over_time(issue.id)
