@@ -428,7 +428,7 @@ def _soft_streaks(keys: set[str], jobs: list[_Job]) -> set[str]:
     r = BounceReport.__table__.c
     earlier = db.session.execute(
         sa.select(r.email_key, r.issue_id).distinct()
-        .where(among(r.email_key, sorted(keys)), r.kind == "soft", r.outcome == "applied",
+        .where(r.email_key.in_(sorted(keys)), r.kind == "soft", r.outcome == "applied",
                r.received_at > utcnow() - SOFT_WINDOW)).all()
     issues: dict[str, set[int]] = defaultdict(set)
     for key, issue_id in earlier:
@@ -450,8 +450,10 @@ def _stop(code: str, keys: set[str], source: str) -> None:
         db.session.flush()
         stop = db.session.scalar(sa.select(StopList).where(StopList.code == code))
     e = StopEntry.__table__.c
+    # A plain IN list: with `= ANY(:array)` PostgreSQL's generic plan for this statement
+    # scanned the whole list's entries (measured: 34 ms a batch, against 2 ms).
     there = set(db.session.scalars(sa.select(e.value).where(e.list_id == stop.id, e.sender_id.is_(None),
-                                                            among(e.value, sorted(keys)))))
+                                                            e.value.in_(sorted(keys)))))
     new = sorted(keys - there)
     if not new:
         return
