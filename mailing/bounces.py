@@ -50,7 +50,7 @@ from .extensions import db
 from .models import BounceReport, Delivery, Issue, StopEntry, StopEvent, StopList, utcnow
 from .sending.letter import message_id as make_message_id
 from .stoplists import ensure_system_lists
-from .store import among
+from .store import among, dialect_insert
 
 # A detector of flufl.bounce that trips over a broken message logs a traceback before the
 # error reaches us; the message is quarantined with the reason, which is the record.
@@ -345,31 +345,29 @@ def _match(jobs: list[_Job], secret: bytes) -> None:
 def receive(items: list[Incoming], *, keep_unreadable: bool = True) -> list[Outcome]:
     """Take in a batch of messages: each is applied or quarantined, once. Commits.
     `keep_unreadable=False` (the API): a message that is no report at all is answered
-    as refused to its sender and not kept, so a refusal changes nothing."""
+    as refused to its sender and not kept, so a refusal changes nothing.
+
+    The report rows are written first, with the digest's unique index deciding what is
+    new (INSERT … ON CONFLICT DO NOTHING RETURNING): only the reports that row went in for
+    are applied, in the same transaction, so a replay, or the same report arriving through
+    two intakes at once, is applied exactly once, without a look-up before."""
     cfg = current_app.config
     secret = cfg["SECRET_KEY"].encode()
+    max_bytes = int(cfg.get("BOUNCE_MAX_BYTES") or 1_048_576)
     jobs = [_Job(i, _digest(i.raw)) for i in items]
-    seen = set(db.session.scalars(sa.select(BounceReport.digest).where(among(BounceReport.digest,
-                                                                            [j.digest for j in jobs]))))
-    out: dict[int, Outcome] = {}
-    fresh: list[_Job] = []
-    batch_digests: set[str] = set()
-    for n, job in enumerate(jobs):
-        if job.digest in seen or job.digest in batch_digests:
-            out[n] = Outcome(job.digest, "duplicate")
-            continue
-        batch_digests.add(job.digest)
-        _read(job, secret, int(cfg.get("BOUNCE_MAX_BYTES") or 1_048_576))
-        fresh.append(job)
+    first: dict[str, _Job] = {}
+    for job in jobs:
+        first.setdefault(job.digest, job)
+    fresh = list(first.values())
+    for job in fresh:
+        _read(job, secret, max_bytes)
     _match(fresh, secret)
-    applied = [j for j in fresh if j.parsed is not None and j.delivery is not None]
-    apply(applied)
     now = utcnow()
     rows = []
     refused: dict[str, Outcome] = {}
     for job in fresh:
-        ok = job in applied
         p = job.parsed
+        ok = p is not None and job.delivery is not None
         if p is None and not keep_unreadable:
             refused[job.digest] = Outcome(job.digest, "refused", None, job.reason)
             continue
@@ -381,18 +379,24 @@ def receive(items: list[Incoming], *, keep_unreadable: bool = True) -> list[Outc
             "status": _clean(p.status) if p else None, "diagnostic": _clean(p.diagnostic) if p else None,
             "raw": None if ok else _clean(job.incoming.raw[:KEEP_RAW].decode("utf-8", "replace")),
             "received_at": now})
-    if rows:
-        _insert_rows(BounceReport.__table__, rows)
+    new = set(db.session.scalars(
+        dialect_insert(BounceReport.__table__).on_conflict_do_nothing(index_elements=["digest"])
+        .returning(BounceReport.__table__.c.digest), rows)) if rows else set()
+    applied = [j for j in fresh if j.digest in new and j.parsed is not None and j.delivery is not None]
+    apply(applied)
     db.session.commit()
     by_digest = {r["digest"]: r for r in rows}
-    for n, job in enumerate(jobs):
-        if n not in out and job.digest in refused:
-            out[n] = refused[job.digest]
-        elif n not in out:
+    out = []
+    for job in jobs:
+        if job.digest in refused:
+            out.append(refused[job.digest])
+        elif job.digest not in new or first[job.digest] is not job:
+            out.append(Outcome(job.digest, "duplicate"))
+        else:
             r = by_digest[job.digest]
-            out[n] = Outcome(job.digest, r["outcome"], r["kind"], r["reason"], r["delivery_id"])
+            out.append(Outcome(job.digest, r["outcome"], r["kind"], r["reason"], r["delivery_id"]))
     _count_late(applied)
-    return [out[n] for n in range(len(jobs))]
+    return out
 
 
 def apply(jobs: list[_Job]) -> None:

@@ -25,6 +25,7 @@ from .models import (
     utcnow,
 )
 from .sending.letter import BUILTIN_FIELDS, FIELD_NAME, Recipient
+from .store import dialect_insert
 
 BATCH = 5000
 MAX_REJECTED_KEPT = 10_000
@@ -56,14 +57,6 @@ def search_page(q: str = "", before: int | None = None, per_page: int = 50) -> t
     return rows[:per_page], rows[per_page - 1].id if len(rows) > per_page else None
 
 
-def _insert(table: Any) -> Any:
-    if db.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
-
-
 def contact_row(email: str, name: str = "", phone: str | None = None,
                 attributes: dict[str, Any] | None = None) -> dict[str, Any]:
     """A row for `upsert`: the address as given and its key (EmailNotValidError if bad)."""
@@ -87,7 +80,7 @@ def register_fields(names: set[str]) -> None:
     """Remember custom field names (once each), so placeholders can be checked at save time."""
     names = {n for n in names if n and n not in BUILTIN_FIELDS and FIELD_NAME.fullmatch(n)}
     if names:
-        db.session.execute(_insert(ContactField.__table__).on_conflict_do_nothing(),
+        db.session.execute(dialect_insert(ContactField.__table__).on_conflict_do_nothing(),
                            [{"name": n, "created_at": utcnow()} for n in sorted(names)])
 
 
@@ -100,7 +93,7 @@ def upsert(rows: list[dict[str, Any]], list_id: int | None) -> tuple[int, int]:
     keys = [r["email_key"] for r in rows]
     existing = set(db.session.scalars(sa.select(Contact.email_key).where(Contact.email_key.in_(keys))))
     register_fields({k for r in rows for k in r["attributes"]})
-    stmt = _insert(Contact.__table__)
+    stmt = dialect_insert(Contact.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=["email_key"],
         set_={"name": sa.func.coalesce(sa.func.nullif(stmt.excluded.name, ""), Contact.__table__.c.name),
@@ -114,7 +107,7 @@ def upsert(rows: list[dict[str, Any]], list_id: int | None) -> tuple[int, int]:
     if list_id is not None and ids:
         # RETURNING gives only the members that are new to the list: they are who
         # "joined", for a triggered mailing that welcomes them (mailing/triggers.py).
-        member = _insert(list_members).on_conflict_do_nothing().returning(list_members.c.contact_id)
+        member = dialect_insert(list_members).on_conflict_do_nothing().returning(list_members.c.contact_id)
         joined = db.session.scalars(member, [{"list_id": list_id, "contact_id": i} for i in ids]).all()
         triggers.joined(list_id, list(joined))
     return len(rows) - len(existing), len(existing)

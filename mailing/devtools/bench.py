@@ -973,7 +973,23 @@ def bench_bounces(n_reports: int, batch: int) -> None:
                      "email_key": f"r{i:07d}@bench.example", "name": "", "state": "sent", "attempts": 1,
                      "reply_code": 250, "message_id": message_id(secret, issue_id, i + 1, "bench.test")}
                     for i in range(start, min(start + step, recipients))])
+            # A live account: stop-lists already hold people (100,000 old unsubscribes), and
+            # its tables have planner statistics (autovacuum keeps them on a running server).
+            from datetime import UTC, datetime
+
+            from mailing.models import StopEntry, StopList
+            from mailing.stoplists import ensure_system_lists
+
+            ensure_system_lists()
+            db.session.flush()
+            unsub = db.session.scalar(sa.select(StopList.id).where(StopList.code == "unsubscribed"))
+            for start in range(0, 100_000, step):
+                db.session.execute(sa.insert(StopEntry.__table__), [
+                    {"list_id": unsub, "kind": "email", "value": f"old{i:07d}@elsewhere.example", "source": "import",
+                     "created_at": datetime.now(UTC).replace(tzinfo=None)} for i in range(start, start + step)])
             db.session.commit()
+            with db.engine.connect() as conn:  # outside a transaction: PostgreSQL's ANALYZE needs none
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
             ids = db.session.scalars(sa.select(Delivery.id).where(Delivery.issue_id == issue_id)
                                      .order_by(Delivery.contact_id)).all()
 

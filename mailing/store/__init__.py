@@ -25,3 +25,12 @@ def among(column: Any, values: list[Any]) -> Any:
     if db.engine.dialect.name == "postgresql":
         return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
     return column.in_(list(values))
+
+
+def dialect_insert(table: Any) -> Any:
+    """An INSERT with the database's own ON CONFLICT clause (PostgreSQL's or SQLite's)."""
+    if db.engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
