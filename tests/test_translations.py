@@ -42,3 +42,37 @@ def test_every_marked_string_is_in_the_catalogue():
         if msgid and msgid not in known:
             missing.add(f"{filename}: {msgid[:80]}")
     assert sorted(missing) == [], "run `make messages` and translate"
+
+
+# Interface words that must never show on a Russian page (data such as a subject may be
+# English; these are the product's own words).
+ENGLISH = ("Outgoing", "Job journal", "Contacts", "Stop-lists", "Moderation", "Recipient lookup", "Settings",
+           "Log out", "Subject", "Sender", "Launch", "Save", "Search", "Delivery state", "Server response",
+           "Report", "Recipients", "Unsubscribed from all", "Blocked manually", "Undeliverable", "Materials",
+           "Letter package", "Bounces", "Pacing", "Sent per minute", "Top receiving domains", "Draft",
+           "Add a material", "Letter templates", "Quarantine", "Who will get it", "Test letter")
+
+
+def test_pages_in_russian_show_no_english_interface_words(ctx, client, login, make_issue):
+    import re
+
+    from mailing.extensions import db
+    from mailing.models import User
+
+    issue_id = make_issue(3, subject="Новости")
+    admin = login("admin")
+    db.session.get(User, admin.id).locale = "ru"
+    db.session.commit()
+    pages = ["/", f"/issues/{issue_id}", f"/issues/{issue_id}?tab=responses", f"/issues/{issue_id}?tab=report",
+             "/issues/new", "/contacts", "/stoplists/", "/moderation", "/journal", "/admin/settings",
+             "/admin/package", "/admin/bounces", "/admin/pacing", "/materials", "/templates",
+             f"/issues/{issue_id}/assemble", "/profile"]
+    found = {}
+    for path in pages:
+        r = client.get(path)
+        assert r.status_code == 200, path
+        text = re.sub(r"<script.*?</script>|<style.*?</style>|<pre.*?</pre>|<[^>]+>", " ", r.text, flags=re.S)
+        hits = [w for w in ENGLISH if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text)]
+        if hits:
+            found[path] = hits
+    assert found == {}

@@ -347,7 +347,24 @@ def journal_details(event: str, details: dict[str, Any] | None) -> str:
     return "; ".join(p for p in parts if p)
 
 
+# The system stop-lists' names as people read them; the stored name (English) is also the
+# reason a suppressed delivery keeps, so either the list or that name is accepted.
+SYSTEM_LIST_NAMES = {"unsubscribed": _l("Unsubscribed from all"), "blocked": _l("Blocked manually"),
+                     "sender_unsubscribed": _l("Unsubscribed from senders"), "undeliverable": _l("Undeliverable")}
+_BY_STORED_NAME = {"Unsubscribed from all": "unsubscribed", "Blocked manually": "blocked",
+                   "Unsubscribed from senders": "sender_unsubscribed", "Undeliverable": "undeliverable"}
+
+
+def list_name(value: Any) -> str:
+    """A stop-list's name in the reader's language: a team's own list as they named it."""
+    code = getattr(value, "code", None) or _BY_STORED_NAME.get(str(value or ""))
+    if code in SYSTEM_LIST_NAMES:
+        return str(SYSTEM_LIST_NAMES[code])
+    return getattr(value, "name", None) or str(value or "")
+
+
 def init_app(app: Flask) -> None:
+    app.add_template_filter(list_name)
     app.add_template_global(get_locale)  # <html lang> and the language switch
     app.add_template_filter(when)
     app.add_template_filter(duration)
