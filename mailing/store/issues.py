@@ -119,6 +119,14 @@ def done_count(issue_id: int) -> int:
         .where(c.id == issue_id)).scalar_one()
 
 
+def held_rules(issue_id: int) -> list[dict[str, Any]]:
+    """The rules the pre-send check failed, from the issue's latest `hold` journal row (one
+    indexed read; only rows on moderation ask)."""
+    details = db.session.scalar(sa.select(JournalEvent.details).where(
+        JournalEvent.issue_id == issue_id, JournalEvent.event == "hold").order_by(JournalEvent.id.desc()).limit(1))
+    return list((details or {}).get("failed_rules", []))
+
+
 def moderation_queue() -> list[dict[str, Any]]:
     """Held issues, oldest first, each with the rules it failed (from its latest `hold`
     journal row), the first ten recipients and who launched it. A handful of issues

@@ -19,7 +19,7 @@ from ..extensions import db
 from ..models import Issue
 from ..package import balance as package_balance
 from ..states import LABELS, IssueStatus, available_actions
-from ..store.issues import progress
+from ..store.issues import held_rules, progress
 from . import (
     access,
     api,
@@ -92,7 +92,7 @@ def _package_balance() -> int | None:
 def _template_globals() -> dict[str, Any]:
     return {"held_count": Lazy(_held), "package_left": _package_balance, "STATUS_LABELS": LABELS,
             "IssueStatus": IssueStatus, "Role": Role, "EDITORS": EDITORS, "ACTION_LABELS": ACTION_LABELS,
-            "ACTION_HINTS": ACTION_HINTS,
+            "ACTION_HINTS": ACTION_HINTS, "held_rules": held_rules,
             "available_actions": available_actions, "issue_progress": progress}
 
 
