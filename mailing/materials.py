@@ -71,11 +71,17 @@ def sections() -> list[Section]:
 
 def add_section(name: Any) -> Section:
     name = _text(name, "name", 100, required=True)
-    if db.session.scalar(sa.select(Section.id).where(sa.func.lower(Section.name) == name.lower())):
+    # The exact name too: SQLite's lower() folds only ASCII letters.
+    if db.session.scalar(sa.select(Section.id).where(sa.or_(Section.name == name,
+                                                            sa.func.lower(Section.name) == name.lower()))):
         raise MaterialError("name", _("A section with this name exists."))
     section = Section(name=name)
     db.session.add(section)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # the same name added at the same moment
+        db.session.rollback()
+        raise MaterialError("name", _("A section with this name exists.")) from None
     return section
 
 
