@@ -120,7 +120,9 @@ def test_a_throttling_domain_slows_down_alone_and_everyone_gets_one_letter(
     slow = sorted(t for rcpt, _raw, t in handler.letters if "@slow.test" in rcpt)
     assert slow[-1] - started > 3, "80 letters at 15/s take several seconds"
     assert fast[-1] < slow[-1] - 1, "the other domains were not held up by the slow one"
-    assert fast[-1] - fast[0] < 4, "the other domains were not slowed"
+    # Held to the slow domain's 15 a second, the 320 other letters would take 21 s; the
+    # bound is on their rate, not on wall time, so a busy machine does not fail it.
+    assert 320 / (fast[-1] - fast[0]) > 2 * handler.allowed, "the other domains were not slowed"
     events = db.session.scalars(sa.select(JournalEvent).where(
         JournalEvent.issue_id == issue_id, JournalEvent.event == "pace_slowed")).all()
     assert events and events[0].details["group"] == "slow.test"
