@@ -11,16 +11,19 @@ from typing import Any
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError
+from flask_babel import gettext as _
 
-from . import stoplists, triggers
+from . import queueing, stoplists, triggers, uploads
 from .addresses import email_key, is_valid_email, normalise_key, search_form
 from .extensions import checkpoint_wal, db
+from .fielderror import Conflict, FieldError
 from .models import (
     Contact,
     ContactField,
     ContactImport,
     ContactList,
     Delivery,
+    Issue,
     list_members,
     utcnow,
 )
@@ -285,3 +288,118 @@ def delete_contact(contact: Contact) -> None:
     db.session.execute(sa.update(Delivery).where(Delivery.contact_id == contact.id).values(contact_id=None))
     db.session.delete(contact)
     db.session.commit()
+
+
+# --- one contact, one list: the use cases the pages and the API share ----------------
+
+def save_contact(contact: Contact, *, email: str | None = None, name: str | None = None,
+                 phone: str | None = None, fields: dict[str, Any] | None = None, region: str) -> None:
+    """Change a contact (a new one has no id yet); None leaves a value as it is, and a field
+    set to None is removed. FieldError names the field at fault and nothing is changed;
+    Conflict when another contact has the address. The caller commits."""
+    if email is not None:
+        try:
+            address, key = normalise_key(email)
+        except EmailNotValidError as exc:  # email-validator's message is the user's answer
+            raise FieldError("email", str(exc)) from None
+        clash = db.session.scalar(sa.select(Contact.email).where(Contact.email_key == key,
+                                                                Contact.id != (contact.id or 0)))
+        if clash:
+            raise Conflict("email", _("Another contact has this address (%(email)s).", email=clash))
+    new_phone = contact.phone
+    if phone is not None:
+        try:
+            new_phone = normalise_phone(phone, region)
+        except ValueError as exc:
+            raise FieldError("phone", str(exc)) from None
+    attributes = dict(contact.attributes or {})
+    for field, value in (fields or {}).items():
+        if field_name(field) != field or not FIELD_NAME.fullmatch(field) or field in BUILTIN_FIELDS:
+            raise FieldError(f"fields.{field}"[:100], _("A field name is lower-case letters, digits and _ "
+                                                        "(and not a built-in field such as name)."))
+        if value is None:
+            attributes.pop(field, None)
+        else:
+            attributes[field] = str(value)[:2000]
+    if email is not None:
+        contact.email, contact.email_key = address, key
+    contact.phone = new_phone
+    if name is not None:
+        contact.name = unicodedata.normalize("NFC", name).strip()[:200]
+    contact.attributes = attributes
+    register_fields(set(attributes))
+
+
+def join(contact_id: int, list_ids: list[int]) -> None:
+    """Put a contact in lists (those it is in already are left alone); a triggered mailing
+    that welcomes new members of a list hears of it."""
+    for list_id in list_ids:
+        if db.session.get(ContactList, list_id) is None:
+            raise FieldError("lists", _("No list has the id %(id)s.", id=list_id))
+    for list_id in list_ids:
+        member = dialect_insert(list_members).on_conflict_do_nothing().returning(list_members.c.contact_id)
+        joined = db.session.scalars(member, [{"list_id": list_id, "contact_id": contact_id}]).all()
+        triggers.joined(list_id, list(joined))
+
+
+def add_lines(list_id: int, lines: list[str]) -> tuple[int, int, list[tuple[int, str, str]]]:
+    """Add contacts to a list by address, one a line; unknown addresses become contacts.
+    (added, new, [(line, text, reason)]) — a bad line is reported and the good ones kept."""
+    good, bad = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            good.append(contact_row(line))
+        except EmailNotValidError as exc:
+            bad.append((number, line[:254], str(exc)))
+    new, updated = upsert(list({r["email_key"]: r for r in good}.values()), list_id)
+    db.session.commit()
+    return new + updated, new, bad
+
+
+def remove_members(list_id: int, contact_ids: list[int]) -> int:
+    """Take contacts out of a list (they stay in the contact base); how many were in it."""
+    removed = db.session.execute(sa.delete(list_members).where(
+        list_members.c.list_id == list_id, list_members.c.contact_id.in_(contact_ids))).rowcount
+    db.session.commit()
+    return removed
+
+
+def _name_taken(name: str, list_id: int | None) -> bool:
+    return bool(db.session.scalar(sa.select(ContactList.id).where(
+        ContactList.name == name, ContactList.id != (list_id or 0))))
+
+
+def name_list(lst: ContactList, name: str) -> None:
+    """Name a new list or rename one; names are unique (Conflict), surrounding spaces dropped."""
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise FieldError("name", _("A list's name is 1 to 200 characters."))
+    if _name_taken(name, lst.id):
+        raise Conflict("name", _("A list with this name exists."))
+    lst.name = name
+    if lst.id is None:
+        db.session.add(lst)
+    db.session.commit()
+
+
+def delete_unused_list(lst: ContactList) -> None:
+    """Delete a list no issue uses (Conflict otherwise: the issue would lose its audience)."""
+    if db.session.scalar(sa.select(Issue.id).where(Issue.list_id == lst.id).limit(1)):
+        raise Conflict("in_use", _("Issues use this list; it cannot be deleted."))
+    delete_list(lst)
+
+
+def start_import(lst: ContactList, storage: Any, actor: Any) -> ContactImport:
+    """Keep an uploaded CSV and queue its import (jobs/imports.py); the import's page or
+    GET /api/v1/imports/<id> follows its progress and per-line report."""
+    # End the request's transaction (on SQLite it holds the write lock) while the file is copied.
+    db.session.commit()
+    path, size = uploads.save_upload(storage)  # 0600; the job deletes it when it ends
+    imp = ContactImport(list_id=lst.id, path=str(path), filename=(storage.filename or "")[:300],
+                        size_bytes=size, created_by_id=actor.id, rejected=[])
+    db.session.add(imp)
+    db.session.commit()
+    queueing.enqueue("jobs.imports.import_csv", imp.id)
+    return imp

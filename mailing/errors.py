@@ -23,7 +23,7 @@ from werkzeug.exceptions import Forbidden, HTTPException, NotFound, RequestEntit
 from . import uploads
 from .accounts import AccountError
 from .extensions import db
-from .fielderror import FieldError
+from .fielderror import Conflict, FieldError
 from .lifecycle import AdminOnly
 from .states import IllegalTransition, IssueNotFound
 from .stoplists import QuotaExceeded, SystemListError
@@ -42,6 +42,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], tuple[int, str, str]]] = {
     IllegalTransition: lambda exc: (409, "illegal_transition", exc.message),
     IssueNotFound: lambda exc: (404, "not_found", _("No such issue.")),
     FieldError: lambda exc: (400, exc.field, exc.message),
+    Conflict: lambda exc: (409, exc.field, exc.message),
     AdminOnly: lambda exc: (403, "admin_only", exc.message),
     QuotaExceeded: lambda exc: (409, "quota", str(exc)),
     SystemListError: lambda exc: (409, "system_list", str(exc)),

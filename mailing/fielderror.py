@@ -11,3 +11,8 @@ class FieldError(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class Conflict(FieldError):
+    """Input that is well formed but clashes with what exists (a name already taken, a list
+    still in use): answered with 409, `field` naming what clashes."""

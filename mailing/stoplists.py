@@ -258,13 +258,18 @@ def counts() -> dict[int, int]:
     return dict(db.session.execute(sa.select(StopEntry.list_id, sa.func.count()).group_by(StopEntry.list_id)).all())
 
 
-def entries_page(stop: StopList, q: str = "", page: int = 1, per_page: int = 100) -> tuple[list, bool]:
-    """Entries newest first, with whether each is in the contact base (an outer join,
-    so a page costs one query however large the list)."""
+def entries_query(stop: StopList, q: str = "") -> sa.Select:
+    """(entry, in the contact base) rows of a list (unordered), `q` in the value if given."""
     in_base = sa.exists().where(sa.or_(Contact.email_key == StopEntry.value, Contact.phone == StopEntry.value))
     stmt = sa.select(StopEntry, in_base.label("in_base")).where(StopEntry.list_id == stop.id)
     if q:
         stmt = stmt.where(StopEntry.value.contains(search_form(q), autoescape=True))
-    rows = db.session.execute(stmt.order_by(StopEntry.id.desc()).offset((page - 1) * per_page)
+    return stmt
+
+
+def entries_page(stop: StopList, q: str = "", page: int = 1, per_page: int = 100) -> tuple[list, bool]:
+    """Entries newest first, with whether each is in the contact base (an outer join,
+    so a page costs one query however large the list)."""
+    rows = db.session.execute(entries_query(stop, q).order_by(StopEntry.id.desc()).offset((page - 1) * per_page)
                               .limit(per_page + 1)).all()
     return rows[:per_page], len(rows) > per_page

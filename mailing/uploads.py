@@ -28,7 +28,7 @@ def N_(message: str) -> str:  # noqa: N802  (marks a message for extraction; get
 IMPORT_UNEXPECTED = N_("The import stopped on an unexpected error; the worker's log has the details.")
 
 # Routes that take a file (or a long paste) to import.
-IMPORT_ENDPOINTS = frozenset({"contacts.list_import", "stoplists.add"})
+IMPORT_ENDPOINTS = frozenset({"contacts.list_import", "stoplists.add", "api.start_import"})
 
 
 def init_app(app: Flask) -> None:

@@ -26,7 +26,8 @@ def test_tokens_are_required_and_checked(client, ctx, api_client, make_issue):
     assert r.status_code == 403 and r.json["error"] == "forbidden"
     assert support.get("/issues/9999").status_code == 404
     assert support.get("/issues?status=nope").status_code == 400
-    assert support.get("/issues?page=0").status_code == 400
+    assert support.get("/issues?cursor=nope").json["error"] == "cursor"
+    assert support.get("/issues?limit=0").json["error"] == "limit"
 
 
 def test_illegal_action_is_409_and_changes_nothing(ctx, api_client, make_issue):
@@ -48,10 +49,10 @@ def test_api_ignores_session_cookies(client, login, make_issue, ctx):
 
 def test_openapi_document(client):
     spec = client.get("/api/v1/openapi.json").json
-    assert spec["openapi"].startswith("3.")
+    assert spec["openapi"] == "3.1.0"
     for path in ("/issues", "/issues/{issue_id}", "/issues/{issue_id}/launch", "/issues/{issue_id}/pause",
                  "/issues/{issue_id}/resume", "/issues/{issue_id}/send-whole", "/issues/{issue_id}/cancel"):
-        assert path in spec["paths"]
+        assert "/api/v1" + path in spec["paths"]
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 

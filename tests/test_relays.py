@@ -75,12 +75,13 @@ def two_relays():
 def test_an_outage_of_one_senders_relay_interrupts_only_its_issue(ctx, make_issue, make_user, smtp, two_relays,
                                                                   workers):
     relay_a, relay_b = two_relays
-    issue_a, issue_b = make_issue(1000), make_issue(120)
+    issue_a, issue_b = make_issue(2000), make_issue(120)
     sender_a = give_relay(issue_a, f"smtp://127.0.0.1:{relay_a.port}", tls="none")
     sender_b = give_relay(issue_b, f"127.0.0.1:{relay_b.port}", tls="starttls")  # no credentials: TLS if offered
-    # A would take some 10 s, so it is still sending when its relay goes down (even when B's
-    # runner starts late); B usually overlaps the outage too.
-    relay_a.handler.delay, relay_b.handler.delay = 0.04, 0.02
+    # A would take a minute, so it is still sending when its relay goes down even when B's
+    # runner starts late on a busy machine; B usually overlaps the outage too. A's relay
+    # goes down after its tenth letter, so the test never waits for A's whole run.
+    relay_a.handler.delay, relay_b.handler.delay = 0.12, 0.02
     user, _ = make_user("editor")
     workers.start(2, SEND_JOBS="1")  # one runner per issue, each in its own worker
     lifecycle.launch(issue_a, user)

@@ -61,11 +61,16 @@ def members_page(list_id: int, before: int | None, size: int) -> list[Contact]:
     """One page of a list, newest first, keyset-paged by contact id (`before`): the
     same cost on the last page of a million as on the first. One row more than
     `size` says whether a next page exists."""
-    stmt = (sa.select(Contact).join(list_members, list_members.c.contact_id == Contact.id)
-            .where(list_members.c.list_id == list_id).order_by(Contact.id.desc()).limit(size + 1))
+    stmt = members_query(list_id).order_by(Contact.id.desc()).limit(size + 1)
     if before:
         stmt = stmt.where(Contact.id < before)
     return list(db.session.scalars(stmt))
+
+
+def members_query(list_id: int) -> sa.Select:
+    """A list's contacts (unordered)."""
+    return sa.select(Contact).join(list_members, list_members.c.contact_id == Contact.id) \
+        .where(list_members.c.list_id == list_id)
 
 
 def recent_imports(list_id: int, limit: int = 10) -> list[ContactImport]:

@@ -436,6 +436,12 @@ def expire_stale_sending(issue_id: int) -> int:
 
 # --- what the pages read ---------------------------------------------------------
 
+def of_issue(issue_id: int, state: str | None = None) -> sa.Select:
+    """An issue's deliveries as ORM rows, in one state if given (the (issue, state) index)."""
+    query = sa.select(Delivery).where(Delivery.issue_id == issue_id)
+    return query.where(Delivery.state == state) if state else query
+
+
 def delivery_states(issue_id: int) -> dict[str, int]:
     d = deliveries
     return dict(db.session.execute(

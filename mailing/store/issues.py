@@ -46,8 +46,15 @@ def outgoing_page(status: str, page: int, q: str = "", sort: str = "created") ->
     """One page of issues, newest first unless `sort` says otherwise, with `q` in the
     title if given; keyset-free OFFSET is fine at 50 a page thanks to the status index,
     and no delivery is touched."""
-    query = sa.select(Issue).options(so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)) \
+    query = outgoing_query(status, q).options(so.joinedload(Issue.sender), so.joinedload(Issue.contact_list)) \
         .order_by(*OUTGOING_SORTS[sort]())
+    rows = list(db.session.scalars(query.offset((page - 1) * PAGE).limit(PAGE + 1)))
+    return rows[:PAGE], len(rows) > PAGE
+
+
+def outgoing_query(status: str, q: str = "") -> sa.Select:
+    """The issues one of Outgoing's filters shows (unordered), with `q` in the title if given."""
+    query = sa.select(Issue)
     wanted = OUTGOING_FILTERS[status]
     if wanted is None:
         query = query.where(Issue.status.not_in([s.value for s in FINAL]))
@@ -55,9 +62,7 @@ def outgoing_page(status: str, page: int, q: str = "", sort: str = "created") ->
         query = query.where(Issue.status.in_([s.value for s in wanted]))
     if q:
         query = query.where(Issue.subject.icontains(q, autoescape=True))
-    q = query
-    rows = list(db.session.scalars(q.offset((page - 1) * PAGE).limit(PAGE + 1)))
-    return rows[:PAGE], len(rows) > PAGE
+    return query
 
 
 @dataclass

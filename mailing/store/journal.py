@@ -16,15 +16,21 @@ def issue_journal(issue_id: int, limit: int = 200) -> list[JournalEvent]:
         .order_by(JournalEvent.id.desc()).limit(limit)))
 
 
-def journal_page(page: int, issue: int | None = None, actor: str | None = None,
-                 event: str | None = None) -> tuple[list[JournalEvent], bool]:
+def events_query(issue: int | None = None, actor: str | None = None, event: str | None = None) -> sa.Select:
+    """Journal rows newest first, narrowed to an issue, an actor (part of the label) or a kind."""
     q = sa.select(JournalEvent).order_by(JournalEvent.id.desc())
-    if issue is not None:  # parsed by the view (views/params.py): digits only, bounded
+    if issue is not None:  # parsed by the caller: digits only, bounded
         q = q.where(JournalEvent.issue_id == issue)
     if actor:
         q = q.where(JournalEvent.actor_label.contains(actor, autoescape=True))
     if event:
         q = q.where(JournalEvent.event == event)
+    return q
+
+
+def journal_page(page: int, issue: int | None = None, actor: str | None = None,
+                 event: str | None = None) -> tuple[list[JournalEvent], bool]:
+    q = events_query(issue, actor, event)
     rows = list(db.session.scalars(q.offset((page - 1) * PAGE).limit(PAGE + 1)))
     return rows[:PAGE], len(rows) > PAGE
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,11 +15,11 @@ from htmx_flask import request
 from wtforms import EmailField, StringField
 from wtforms.validators import DataRequired, Email, Length, Optional
 
-from .. import contacts, queueing, stoplists, uploads
-from ..addresses import EmailNotValidError, normalise_key
+from .. import contacts, stoplists
 from ..errors import error, forbidden
 from ..extensions import db
-from ..models import Contact, ContactImport, ContactList, Issue, StopEntry, StopList, list_members
+from ..fielderror import Conflict, FieldError
+from ..models import Contact, ContactImport, ContactList, StopEntry, StopList, list_members
 from ..store import contacts as contact_rows
 from ..store import stoplists as stop_rows
 from .access import EDITORS, READERS, roles
@@ -44,23 +43,13 @@ class ImportForm(FlaskForm):
 
 
 def _save_contact(form: ContactForm, contact: Contact) -> bool:
+    """The form's values through the use case; a refusal is shown next to its field."""
     try:
-        email, key = normalise_key(form.email.data or "")
-    except EmailNotValidError as exc:  # email-validator's message is the user's answer
-        form.email.errors.append(str(exc))
+        contacts.save_contact(contact, email=form.email.data or "", name=form.name.data or "",
+                              phone=form.phone.data or "", region=current_app.config["DEFAULT_PHONE_REGION"])
+    except FieldError as exc:
+        getattr(form, exc.field).errors.append(exc.message)
         return False
-    try:
-        phone = contacts.normalise_phone(form.phone.data or "", current_app.config["DEFAULT_PHONE_REGION"])
-    except ValueError as exc:
-        form.phone.errors.append(str(exc))
-        return False
-    clash = db.session.scalar(sa.select(Contact.email).where(Contact.email_key == key,
-                                                            Contact.id != (contact.id or 0)))
-    if clash:
-        form.email.errors.append(_("Another contact has this address (%(email)s).", email=clash))
-        return False
-    contact.email, contact.email_key, contact.phone = email, key, phone
-    contact.name = unicodedata.normalize("NFC", form.name.data or "").strip()
     return True
 
 
@@ -154,23 +143,18 @@ def _lists_page(form: ListForm, status: int = 200) -> Any:
     return render_template("contacts/lists.html", lists=rows, sizes=contacts.list_sizes(), form=form), status
 
 
-def _name_taken(name: str, list_id: int | None = None) -> bool:
-    return bool(db.session.scalar(sa.select(ContactList.id).where(
-        ContactList.name == name, ContactList.id != (list_id or 0))))
-
-
 @bp.post("/lists")
 @roles(*EDITORS)
 def list_create() -> Any:
     form = ListForm()
     if not form.validate_on_submit():
         return _lists_page(form, 400)
-    if _name_taken(form.name.data.strip()):
-        form.name.errors.append(_("A list with this name exists."))
+    lst = ContactList()
+    try:
+        contacts.name_list(lst, form.name.data)
+    except Conflict as exc:
+        form.name.errors.append(exc.message)
         return _lists_page(form, 409)
-    lst = ContactList(name=form.name.data.strip())
-    db.session.add(lst)
-    db.session.commit()
     return redirect(url_for("contacts.list_show", list_id=lst.id))
 
 
@@ -198,21 +182,19 @@ def list_rename(list_id: int) -> Any:
     form = ListForm()
     if not form.validate_on_submit():
         return _list_page(lst, form, 400)
-    if _name_taken(form.name.data.strip(), lst.id):  # names are unique: this was an IntegrityError (500)
-        form.name.errors.append(_("A list with this name exists."))
+    try:
+        contacts.name_list(lst, form.name.data)
+    except Conflict as exc:  # names are unique: this was an IntegrityError (500)
+        db.session.rollback()
+        form.name.errors.append(exc.message)
         return _list_page(lst, form, 409)
-    lst.name = form.name.data.strip()
-    db.session.commit()
     return redirect(url_for("contacts.list_show", list_id=lst.id))
 
 
 @bp.post("/lists/<int:list_id>/delete")
 @roles(*EDITORS)
 def list_delete(list_id: int) -> Any:
-    lst = db.get_or_404(ContactList, list_id)
-    if db.session.scalar(sa.select(Issue.id).where(Issue.list_id == lst.id).limit(1)):
-        return error(409, "in_use", _("Issues use this list; it cannot be deleted."))
-    contacts.delete_list(lst)
+    contacts.delete_unused_list(db.get_or_404(ContactList, list_id))
     return redirect(url_for("contacts.lists"))
 
 
@@ -221,18 +203,10 @@ def list_delete(list_id: int) -> Any:
 def list_add(list_id: int) -> Any:
     """Add contacts by hand: one address per line; unknown addresses become contacts."""
     lst = db.get_or_404(ContactList, list_id)
-    good, bad = [], []
-    for number, line in enumerate((request.form.get("emails") or "").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            good.append(contacts.contact_row(line))
-        except EmailNotValidError as exc:
-            bad.append(f"line {number}: {exc}")
-    imported, updated = contacts.upsert(list({r["email_key"]: r for r in good}.values()), lst.id)
-    db.session.commit()
-    flash(_("Added %(n)s contacts (%(new)s new).", n=imported + updated, new=imported)
-          + (" " + "; ".join(bad[:20]) if bad else ""))
+    db.session.commit()  # end the read: on SQLite the upsert takes the write lock
+    added, new, bad = contacts.add_lines(lst.id, (request.form.get("emails") or "").splitlines())
+    flash(_("Added %(n)s contacts (%(new)s new).", n=added, new=new)
+          + (" " + "; ".join(f"line {n}: {reason}" for n, _text, reason in bad[:20]) if bad else ""))
     return redirect(url_for("contacts.list_show", list_id=lst.id))
 
 
@@ -243,14 +217,7 @@ def list_import(list_id: int) -> Any:
     form = ImportForm()
     if not form.validate_on_submit():
         return error(400, "file", "; ".join(form.file.errors) or _("Choose a CSV file."))
-    # End the request's transaction (on SQLite it holds the write lock) while the file is copied.
-    db.session.commit()
-    path, size = uploads.save_upload(form.file.data)  # 0600; the job deletes it when it ends
-    imp = ContactImport(list_id=lst.id, path=str(path), filename=(form.file.data.filename or "")[:300],
-                        size_bytes=size, created_by_id=current_user.id, rejected=[])
-    db.session.add(imp)
-    db.session.commit()
-    queueing.enqueue("jobs.imports.import_csv", imp.id)
+    imp = contacts.start_import(lst, form.file.data, current_user)
     return redirect(url_for("contacts.import_show", import_id=imp.id))
 
 

@@ -29,29 +29,22 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
-from .. import chains, contacts, lifecycle, queueing, settings, states
-from ..addresses import needs_smtputf8, wire_address
+from .. import chains, contacts, lifecycle, proofs, queueing, settings, states
 from ..errors import BadParameter, error
 from ..extensions import db
 from ..models import ContactList, Issue, Sender
-from ..redact import redact
 from ..sanitise import clean_html
 from ..sending.letter import (
     TEMPLATE_FIELDS,
-    LetterError,
-    Recipient,
     check_letter,
     clean_header_value,
     template_fields,
 )
-from ..sending.runner import build_letter, relay_config
-from ..sending.transport import NoSmtpUtf8, RelayUnavailable, SmtpConnection
 from ..store import contacts as audience
 from ..store import deliveries
 from ..store import issues as issue_rows
 from ..store import journal as journal_rows
 from ..store import reports as late_reports
-from ..unsubscribe import test_unsubscribe_url
 from .access import EDITORS, READERS, roles
 from .humane import num, zone_name
 from .params import arg_int, page_arg
@@ -313,14 +306,8 @@ def _issue_page(issue_id: int, launch_form: LaunchForm | None = None, status: in
 @roles(*READERS)
 def preview(issue_id: int) -> Any:
     """The letter as a sample recipient sees it, shown in a sandboxed iframe."""
-    issue = db.get_or_404(Issue, issue_id)
-    try:
-        letter = build_letter(issue)
-    except LetterError as exc:
-        return error(400, "not_ready", str(exc))
-    sample = contacts.sample_recipient(issue, (request.args.get("as") or "")[:254], "#unsubscribe")
-    html = letter.sample_html(sample.name, sample.email, sample.unsubscribe_url, sample.fields)
-    resp = current_app.response_class(html, mimetype="text/html")
+    proof = proofs.preview(db.get_or_404(Issue, issue_id), request.args.get("as") or "")
+    resp = current_app.response_class(proof.html, mimetype="text/html")
     resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src * data:; style-src 'unsafe-inline'"
     return resp
 
@@ -333,28 +320,11 @@ def test_letter(issue_id: int) -> Any:
     form = TestForm()
     if not form.validate_on_submit():
         return render_template("outgoing/_test_result.html", form=form, ok=False), 400
-    address = form.email.data.strip()
-    link = test_unsubscribe_url(current_app.config["BASE_URL"], current_app.config["SECRET_KEY"].encode(),
-                                issue.id)
-    # Whose letter: the contact chosen, else the test address's own contact, else the list's first.
-    sample = contacts.sample_recipient(issue, (form.contact.data or "").strip() or address, link)
     try:
-        letter = build_letter(issue)
-        mid, data = letter.build(Recipient(0, f"test-{address}", address, sample.name, link, sample.fields))
-        conn = SmtpConnection(relay_config(issue.sender))  # the sender's own relay, if it has one
-        try:
-            reply = conn.send(letter.wire_from, wire_address(address), data, smtputf8=needs_smtputf8(address))
-        finally:
-            conn.close()
-    except (LetterError, RelayUnavailable, NoSmtpUtf8, ValueError) as exc:
-        # redact: a mistyped SMTP_URL's error quotes it, password and all.
-        return render_template("outgoing/_test_result.html", form=form, ok=False,
-                               message=redact(str(exc))), 502
-    states.record(issue.id, "test_letter", actor=current_user,
-                  details={"to": address, "as": sample.email, "reply": str(reply)})
-    db.session.commit()
-    return render_template("outgoing/_test_result.html", form=form, ok=reply.kind == "ok",
-                           message=redact(str(reply)))
+        result = proofs.send_test(issue, form.email.data.strip(), form.contact.data or "", current_user)
+    except proofs.TestFailed as exc:
+        return render_template("outgoing/_test_result.html", form=form, ok=False, message=exc.message), 502
+    return render_template("outgoing/_test_result.html", form=form, ok=result.ok, message=result.reply)
 
 
 @bp.post("/issues/<int:issue_id>/launch")

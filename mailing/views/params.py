@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_babel import gettext as _
+from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
 
 from ..errors import BadParameter
@@ -66,13 +67,17 @@ def is_id(value: Any) -> bool:
 
 class StrictIntConverter(IntegerConverter):
     """`<int:...>` in routes: ASCII digits only (Werkzeug's `\\d` also matches Arabic-Indic
-    or full-width digits) and at most MAX_ID, so an overlong id is a 404, not an overflow."""
+    or full-width digits) and at most MAX_ID, so an overlong id is a 404, not an overflow.
+    The 404 is raised here rather than the rule not matching: a rule that does not match
+    makes the URL answer 405 when the same path has a rule for another method."""
 
     regex = r"[0-9]+"
 
-    def __init__(self, map: Any, fixed_digits: int = 0, min: int | None = None,  # noqa: A002
-                 max: int | None = MAX_ID, signed: bool = False) -> None:  # noqa: A002
-        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+    def to_python(self, value: str) -> Any:
+        number = super().to_python(value)
+        if number > MAX_ID:
+            raise NotFound()
+        return number
 
 
 def _nul_in(value: Any) -> bool:

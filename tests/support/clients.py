@@ -35,3 +35,9 @@ class ApiClient:
 
     def post(self, path, **kw):
         return self.client.post("/api/v1" + path, headers=self.headers, **kw)
+
+    def patch(self, path, **kw):
+        return self.client.patch("/api/v1" + path, headers=self.headers, **kw)
+
+    def delete(self, path, **kw):
+        return self.client.delete("/api/v1" + path, headers=self.headers, **kw)
