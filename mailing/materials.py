@@ -11,6 +11,7 @@ Everything that becomes part of a letter is sanitised (mailing/sanitise.py).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -31,14 +32,18 @@ from .states import IssueNotFound, operate
 RECENT = 20  # materials of the issue's sections offered first
 MATERIALS = "{{ materials }}"
 
-# One material as the {{ materials }} block shows it.
+# One material as the {{ materials }} block shows it: the title (linked), the image, the
+# summary and "Read more" at the material's page. A letter is a digest, so the body goes in
+# only when the material has no page of its own to read it at.
 _ITEM = SandboxedEnvironment(autoescape=True).from_string(
     '<div class="material" style="margin: 0 0 24px">'
     '{% if m.image_url %}<img src="{{ m.image_url }}" alt="" style="max-width: 100%; height: auto"><br>{% endif %}'
     '<h2 style="margin: 8px 0; font-size: 20px">{% if m.link %}<a href="{{ m.link }}">{{ m.title }}</a>'
     '{% else %}{{ m.title }}{% endif %}</h2>'
-    '{% if m.summary %}<p>{{ m.summary }}</p>{% endif %}{{ body }}'
-    '{% if m.link %}<p><a href="{{ m.link }}">{{ more }}</a></p>{% endif %}</div>')
+    '{% if m.summary %}<p>{{ m.summary }}</p>{% endif %}'
+    '{% if m.link %}<p><a href="{{ m.link }}">{{ more }}</a></p>{% else %}{{ body }}{% endif %}</div>')
+# The block as people type it: `{{materials}}` is the same block as `{{ materials }}`.
+_BLOCK = re.compile(r"\{\{\s*materials\s*\}\}")
 
 
 class MaterialError(FieldError):
@@ -77,6 +82,24 @@ def add_section(name: Any) -> Section:
     db.session.add(section)
     db.session.commit()
     return section
+
+
+def rename_section(section: Section, name: Any) -> None:
+    name = _text(name, "name", 100, required=True)
+    if db.session.scalar(sa.select(Section.id).where(sa.func.lower(Section.name) == name.lower(),
+                                                     Section.id != section.id)):
+        raise MaterialError("name", _("A section with this name exists."))
+    section.name = name
+    db.session.commit()
+
+
+def delete_section(section: Section) -> None:
+    """Only an empty section goes: deleting one must never take its materials with it."""
+    if db.session.scalar(sa.select(Material.id).where(Material.section_id == section.id).limit(1)):
+        raise MaterialError("name", _("This section still has materials: delete them or move them to another "
+                                      "section first."))
+    db.session.delete(section)
+    db.session.commit()
 
 
 def save_material(material: Material | None, values: dict[str, Any], actor: Any) -> Material:
@@ -125,8 +148,9 @@ def search(q: str = "", section_id: int | None = None, limit: int = 100) -> list
     if section_id:
         stmt = stmt.where(Material.section_id == section_id)
     if q.strip():
-        like = f"%{q.strip().lower()}%"
-        stmt = stmt.where(sa.or_(sa.func.lower(Material.title).like(like), sa.func.lower(Material.summary).like(like)))
+        # As the issue search: `%` and `_` are letters here, not wildcards.
+        stmt = stmt.where(sa.or_(Material.title.icontains(q.strip(), autoescape=True),
+                                 Material.summary.icontains(q.strip(), autoescape=True)))
     return list(db.session.scalars(stmt))
 
 
@@ -146,6 +170,7 @@ def templates() -> list[LetterTemplate]:
 
 
 def _check_template(html: str) -> str:
+    html = _BLOCK.sub(MATERIALS, html)
     if MATERIALS not in html:
         raise MaterialError("html", _("The template needs a {{ materials }} block where the materials go."))
     # The rest of a template is the letter's own text: its placeholders are checked as

@@ -44,6 +44,79 @@ def test_the_sanitiser_keeps_letters_and_drops_what_could_run():
     assert 'style="width:100%"' in kept and 'style="color:red"' in kept
 
 
+def test_a_style_cannot_carry_a_script_address_and_plain_styles_stay():
+    for bad in ("background:url(javascript:alert(1))", "background:url(JaVaScRiPt :alert(1))",
+                "width: expression(alert(1))", "background:url(\\6a avascript:alert(1))",
+                "background:url(java&#115;cript:alert(1))"):
+        assert clean_html(f'<div style="{bad}">x</div>') == "<div>x</div>", bad
+    kept = '<div style="background:url(https://img.example/bg.png); color:#333">x</div>'
+    assert clean_html(kept) == kept
+
+
+def test_a_letter_shows_summaries_with_read_more_and_a_body_only_without_a_page(ctx):
+    news, _events, made = _library()
+    own = materials.save_material(None, {"section_id": news.id, "title": "No page", "summary": "Short",
+                                         "body_html": "<p>The whole <b>story</b></p>"}, None)
+    plain = db.session.scalar(sa.select(LetterTemplate).where(LetterTemplate.name == "Plain"))
+    html = materials.render(plain, [db.session.get(Material, made["Hiring"]), own])
+    assert '<a href="https://ex.example/2">Hiring</a>' in html and "About Hiring" in html
+    assert '<a href="https://ex.example/2">Read more</a>' in html
+    assert "Body of Hiring" not in html, "a material with its own page is summed up, not copied whole"
+    assert "<p>The whole <b>story</b></p>" in html, "one without a page brings its body"
+    assert 'href="{{ unsubscribe_url }}"' in html
+
+
+def test_search_is_case_blind_and_takes_percent_literally(ctx):
+    news, _events, made = _library()
+    materials.save_material(None, {"section_id": news.id, "title": "Rates up 5%", "summary": ""}, None)
+    assert [m.title for m in materials.search("RATES")] == ["Rates up 5%", "Rates go up"]
+    assert [m.title for m in materials.search("5%")] == ["Rates up 5%"]
+    assert [m.title for m in materials.search("about summer")] == ["Summer fair"], "the summary is searched"
+    assert [m.title for m in materials.search("", news.id)] == ["Rates up 5%", "Hiring", "New office", "Rates go up"]
+
+
+def test_sections_are_renamed_and_only_an_empty_one_is_deleted(ctx, client, login):
+    news, events, _made = _library()
+    empty = materials.add_section("Old")
+    login("support")
+    page = client.get("/materials")
+    token = csrf_from(page.data)
+    assert client.post(f"/materials/sections/{empty.id}", data={"csrf_token": token, "name": "x"}).status_code == 403
+    assert client.post(f"/materials/sections/{empty.id}/delete", data={"csrf_token": token}).status_code == 403
+    login("editor")
+    page = client.get("/materials")
+    token = csrf_from(page.data)
+    assert f'id="section-{news.id}"' in page.text
+    r = client.post(f"/materials/sections/{news.id}", data={"csrf_token": token, "name": "events"})
+    assert r.status_code == 400 and "A section with this name exists." in r.text
+    r = client.post(f"/materials/sections/{news.id}", data={"csrf_token": token, "name": "Company news"})
+    assert r.status_code == 303
+    r = client.post(f"/materials/sections/{events.id}/delete", data={"csrf_token": token})
+    assert r.status_code == 400 and "still has materials" in r.text
+    assert client.post(f"/materials/sections/{empty.id}/delete", data={"csrf_token": token}).status_code == 303
+    assert client.post("/materials/sections/99999/delete", data={"csrf_token": token}).status_code == 404
+    db.session.expire_all()
+    assert [s.name for s in materials.sections()] == ["Company news", "Events"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Material)) == 4, "no material was lost"
+
+
+def test_the_assemble_page_of_a_sent_issue_answers_409(ctx, client, login, make_issue, smtp, workers):
+    issue_id = make_issue(1)
+    workers.start(1, SEND_JOBS="1")
+    lifecycle.launch(issue_id, _editor())
+    wait_status(issue_id, "sent", 60)
+    login("editor")
+    assert client.get(f"/issues/{issue_id}/assemble").status_code == 409
+    assert "Assemble from materials" not in client.get(f"/issues/{issue_id}").text
+
+
+def test_templates_accept_the_block_however_spaced(ctx):
+    plain = db.session.scalar(sa.select(LetterTemplate).where(LetterTemplate.name == "Plain"))
+    mine = materials.copy_template(plain, "Tight")
+    materials.save_template(mine, "Tight", "<p>Hi {{name}}</p>{{materials}}")
+    assert db.session.get(LetterTemplate, mine.id).html == "<p>Hi {{name}}</p>{{ materials }}"
+
+
 def test_assemble_remove_one_add_one_edit_and_send(ctx, client, login, make_issue, smtp, workers):
     news, events, made = _library()
     issue_id = make_issue(3)
@@ -89,6 +162,11 @@ def test_assemble_remove_one_add_one_edit_and_send(ctx, client, login, make_issu
     html = email.message_from_bytes(raw, policy=email.policy.default).get_body(("html",)).get_content()
     assert "We are hiring" in html and "Summer fair" in html and "New office" not in html
     assert "<script" not in html and "/u/" in html, "the unsubscribe link was filled in"
+
+
+def _send(api, method, path, **kw):
+    """PATCH and DELETE through the API test client's token."""
+    return api.client.open("/api/v1" + path, method=method, headers=api.headers, **kw)
 
 
 def _editor():
@@ -146,9 +224,25 @@ def test_roles_bad_input_and_non_drafts(ctx, client, login, api_client, make_iss
                        ).status_code == 400
     assert editor.post(f"/issues/{issue_id}/assemble", json={"material_ids": [99999], "template_id": plain}
                        ).json["error"] == "material_ids"
+    r = _send(editor, "PATCH", f"/materials/{made['Hiring']}", json={"body_html": HOSTILE})
+    assert r.status_code == 200 and "onerror" not in r.json["body_html"] and "{{ name }}" in r.json["body_html"]
+    r = _send(editor, "PATCH", f"/materials/{made['Hiring']}", json={"title": "Changed", "link": "javascript:alert(1)"})
+    assert r.status_code == 400 and r.json["error"] == "link"
+    assert editor.get(f"/materials/{made['Hiring']}").json["title"] == "Hiring", "nothing changed"
+    assert _send(support, "PATCH", f"/materials/{made['Hiring']}", json={"title": "x"}).status_code == 403
+    assert _send(support, "DELETE", f"/materials/{made['Hiring']}").status_code == 403
+    assert _send(editor, "PATCH", "/materials/99999", json={"title": "x"}).status_code == 404
+    assert [s["name"] for s in support.get("/sections").json["sections"]] == ["Events", "News"]
+    assert {"Plain", "Header and footer"} <= {t["name"] for t in support.get("/templates").json["templates"]}
+    assert support.post(f"/issues/{issue_id}/assemble", json={"material_ids": [made["Hiring"]],
+                                                             "template_id": plain}).status_code == 403
+    assert editor.post("/issues/99999/assemble", json={"material_ids": [made["Hiring"]],
+                                                       "template_id": plain}).status_code == 404
     lifecycle.launch(issue_id, _editor())
     r = editor.post(f"/issues/{issue_id}/assemble", json={"material_ids": [made["Hiring"]], "template_id": plain})
     assert r.status_code == 409, "only a draft is assembled"
+    assert _send(editor, "DELETE", f"/materials/{made['Hiring']}").status_code == 204
+    assert editor.get(f"/materials/{made['Hiring']}").status_code == 404
     login("support")
     assert client.get("/materials").status_code == 200
     page = client.get("/materials")
