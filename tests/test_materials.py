@@ -13,9 +13,10 @@ from mailing.extensions import db
 from mailing.models import Issue, LetterTemplate, Material, Section
 from mailing.sanitise import clean_html
 
-from .support import csrf_from, issue_row, journal_of, wait_status
+from .support import ROOT, csrf_from, issue_row, journal_of, wait_status
 from .support.browser import log_in, screenshot
 
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 HOSTILE = '<p onclick="steal()">Read {{ name }}</p><script>alert(1)</script><img src="https://img.example/a.png" ' \
           'onerror="alert(2)"><a href="javascript:alert(3)">x</a><a href="{{ unsubscribe_url }}">unsubscribe</a>'
 
@@ -133,6 +134,10 @@ def test_assemble_remove_one_add_one_edit_and_send(ctx, client, login, make_issu
         "material": [str(made["Rates go up"]), str(made["Hiring"])]})
     assert "Summer fair" in found.text, "found in another section"
     framed = db.session.scalar(sa.select(LetterTemplate.id).where(LetterTemplate.name == "Header and footer"))
+    r = client.post(f"/issues/{issue_id}/assemble", data={
+        "csrf_token": csrf_from(page.data), "section": str(news.id), "template": str(framed), "go": "1"})
+    assert r.status_code == 400 and 'role="alert">Choose at least one material.' in r.text
+    assert issue_row(issue_id).body_html != "" and not journal_of(issue_id), "nothing changed"
     r = client.post(f"/issues/{issue_id}/assemble", data={
         "csrf_token": csrf_from(page.data), "section": str(news.id), "template": str(framed), "go": "1",
         "material": [str(made["Rates go up"]), str(made["Hiring"]), str(made["Summer fair"])]})
@@ -254,27 +259,54 @@ def test_roles_bad_input_and_non_drafts(ctx, client, login, api_client, make_iss
     assert r.status_code == 400 and "This is required." in r.text
 
 
+# Every visible field of a page has a name a screen reader says (a <label> or aria-label).
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.outerHTML)"""
+
+
 @pytest.mark.browser
-def test_assembling_in_the_browser(ctx, make_user, make_issue, browser, web):
+def test_assembling_in_the_browser_by_keyboard_on_a_phone(ctx, make_user, make_issue, browser, web):
     _news, _events, made = _library()
     issue_id = make_issue(2)
     news = db.session.scalar(sa.select(Section).where(Section.name == "News"))
     db.session.get(Issue, issue_id).sections = [news]
     db.session.commit()
     user, pw = make_user("editor")
-    page = browser.new_page()
+    # A phone's width; the page's Content-Security-Policy would refuse the injected axe script.
+    page = browser.new_page(viewport={"width": 390, "height": 800}, bypass_csp=True)
     log_in(page, web, user.email, pw)
+    for path in ("/materials", "/templates", f"/materials/{made['Hiring']}/edit"):
+        page.goto(web + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        assert page.evaluate(UNLABELLED) == [], path
+        screenshot(page, "materials-390" + path.replace("/", "-"))
     page.goto(f"{web}/issues/{issue_id}")
     page.click("a.assemble-link")
     page.wait_for_url(f"{web}/issues/{issue_id}/assemble")
-    page.get_by_label("New office").uncheck()
-    page.fill("input[name=q]", "fair")
-    page.click("button[name=find]")
-    page.get_by_label("Summer fair").check()
-    page.select_option("select[name=template]", label="Plain")
-    screenshot(page, "assemble-from-materials")
-    page.click("button[name=go]")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.evaluate(UNLABELLED) == []
+    page.add_script_tag(path=str(AXE))
+    violations = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    assert [v["id"] for v in violations if v["impact"] in ("serious", "critical")] == []
+    assert page.get_by_label("Rates go up").is_checked() and page.get_by_label("New office").is_checked()
+    # Keyboard only: Space unticks, typing and Enter searches, Space ticks the one found.
+    page.get_by_label("New office").focus()
+    page.keyboard.press("Space")
+    page.get_by_label("Find", exact=True).focus()
+    page.keyboard.type("fair")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("label.found-choice")
+    assert not page.get_by_label("New office").is_checked(), "the untick is kept across the search"
+    page.get_by_label("Summer fair").focus()
+    page.keyboard.press("Space")
+    page.get_by_label("Template").focus()
+    page.keyboard.press("End")  # the last template: "Plain" (shipped ones come first, by name)
+    assert page.locator("select[name=template] option:checked").inner_text() == "Plain"
+    screenshot(page, "assemble-from-materials-390")
+    page.locator("button[name=go]").focus()
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{web}/issues/{issue_id}/edit")
     body = page.input_value("textarea[name=body_html]")
     assert "Summer fair" in body and "Rates go up" in body and "Hiring" in body
     assert "New office" not in body and made["New office"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390

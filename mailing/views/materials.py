@@ -156,7 +156,7 @@ def assemble(issue_id: int) -> Any:
     issue = db.get_or_404(Issue, issue_id, description=_("No such issue."))
     if not allowed("assemble", issue.status):  # refused before the form is filled in vain
         raise IllegalTransition("assemble", issue.status, refusal("assemble", issue.status))
-    error = None
+    errors: dict[str, str] = {}
     posted = request.method == "POST"
     template_id = form_int("template") if posted else arg_int("template")
     if posted and request.form.get("go"):
@@ -164,7 +164,7 @@ def assemble(issue_id: int) -> Any:
             materials.assemble(issue.id, _ids("material"), template_id, current_user, section_ids=_ids("section"))
         except materials.MaterialError as exc:
             db.session.rollback()
-            error = exc.message
+            errors = {exc.field: exc.message}
         else:
             flash(_("The letter was assembled: correct it here, then send or postpone it."))
             return redirect(url_for("outgoing.edit", issue_id=issue.id), 303)
@@ -180,6 +180,6 @@ def assemble(issue_id: int) -> Any:
                            chosen_sections=chosen_sections, offered=offered + [m for m in extra if m],
                            ticked=ticked, found=found, q=q, templates=materials.templates(),
                            template_id=template_id or issue.template_id,
-                           error=error), 400 if error else 200
+                           errors=errors), 400 if errors else 200
 
 
