@@ -12,7 +12,7 @@ Everything that becomes part of a letter is sanitised (mailing/sanitise.py).
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -118,11 +118,16 @@ def save_material(material: Material | None, values: dict[str, Any], actor: Any)
         "image_url": _url(values.get("image_url", old.image_url if old else ""), "image_url"),
     }
     published = values.get("published_at")
-    if isinstance(published, str) and published.strip():
+    if published is not None and not isinstance(published, str):
+        raise MaterialError("published_at", _("Give a date as YYYY-MM-DD (and a time if you like)."))
+    if published and published.strip():
         try:
-            published = datetime.fromisoformat(published.strip().replace("Z", "+00:00")).replace(tzinfo=None)
+            published = datetime.fromisoformat(published.strip().replace("Z", "+00:00"))
         except ValueError:
             raise MaterialError("published_at", _("Give a date as YYYY-MM-DD (and a time if you like).")) from None
+        if published.tzinfo:  # stored in UTC, as every time is
+            published = published.astimezone(UTC)
+        published = published.replace(tzinfo=None)
     if material is None:
         material = Material(created_by_id=getattr(actor, "id", None))
         db.session.add(material)

@@ -215,7 +215,10 @@ def test_roles_bad_input_and_non_drafts(ctx, client, login, api_client, make_iss
     assert r.status_code == 201 and "<script" not in r.json["body_html"] and "onerror" not in r.json["body_html"]
     for bad, field in (({"section_id": 999, "title": "x"}, "section_id"), ({"section_id": news.id}, "title"),
                        ({"section_id": news.id, "title": "x", "link": "javascript:alert(1)"}, "link"),
-                       ({"section_id": news.id, "title": "x", "published_at": "soon"}, "published_at")):
+                       ({"section_id": news.id, "title": "x", "published_at": "soon"}, "published_at"),
+                       ({"section_id": news.id, "title": "x", "published_at": 20261110}, "published_at"),
+                       ({"section_id": news.id, "title": ["x"]}, "title"), ({"section_id": True, "title": "x"},
+                                                                           "section_id")):
         r = editor.post("/materials", json=bad)
         assert r.status_code == 400 and r.json["error"] == field, (bad, r.json)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Material)) == 5
@@ -237,6 +240,8 @@ def test_roles_bad_input_and_non_drafts(ctx, client, login, api_client, make_iss
     assert _send(support, "PATCH", f"/materials/{made['Hiring']}", json={"title": "x"}).status_code == 403
     assert _send(support, "DELETE", f"/materials/{made['Hiring']}").status_code == 403
     assert _send(editor, "PATCH", "/materials/99999", json={"title": "x"}).status_code == 404
+    r = _send(editor, "PATCH", f"/materials/{made['Hiring']}", json={"published_at": "2026-11-20T01:30:00+03:00"})
+    assert r.json["published_at"] == "2026-11-19T22:30:00Z", "a time with its zone is kept in UTC"
     assert [s["name"] for s in support.get("/sections").json["sections"]] == ["Events", "News"]
     assert {"Plain", "Header and footer"} <= {t["name"] for t in support.get("/templates").json["templates"]}
     assert support.post(f"/issues/{issue_id}/assemble", json={"material_ids": [made["Hiring"]],

@@ -386,6 +386,11 @@ def openapi() -> Any:
     err = {"$ref": "#/components/responses/Error"}
     issue_ref = {"description": "The issue", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Issue"}}}}
     id_param = {"name": "issue_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    material_id = {"name": "material_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    material_body = {"content": {"application/json": {"schema": {"type": "object", "properties": {
+        "section_id": {"type": "integer"}, "title": {"type": "string"}, "summary": {"type": "string"},
+        "body_html": {"type": "string"}, "link": {"type": "string"}, "image_url": {"type": "string"},
+        "published_at": {"type": "string"}}}}}}
 
     def action(summary: str) -> dict[str, Any]:
         return {"post": {"summary": summary, "parameters": [id_param],
@@ -449,20 +454,16 @@ def openapi() -> Any:
                 "get": {"summary": "Materials, newest first (?q= search, ?section= id)",
                         "responses": {"200": {"description": '{"materials": [...]}'}, "400": err, "401": err}},
                 "post": {"summary": "Add a material (its body_html is sanitised)",
-                         "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                             "section_id": {"type": "integer"}, "title": {"type": "string"},
-                             "summary": {"type": "string"}, "body_html": {"type": "string"},
-                             "link": {"type": "string"}, "image_url": {"type": "string"},
-                             "published_at": {"type": "string"}}}}}},
+                         "requestBody": material_body,
                          "responses": {"201": {"description": "The material"}, "400": err, "401": err, "403": err}}},
             "/materials/{material_id}": {
-                "get": {"summary": "One material", "parameters": [{"name": "material_id", "in": "path",
-                        "required": True, "schema": {"type": "integer"}}],
+                "get": {"summary": "One material", "parameters": [material_id],
                         "responses": {"200": {"description": "The material"}, "401": err, "404": err}},
-                "patch": {"summary": "Change a material", "responses": {"200": {"description": "The material"},
+                "patch": {"summary": "Change a material (only the fields given)", "parameters": [material_id],
+                          "requestBody": material_body, "responses": {"200": {"description": "The material"},
                           "400": err, "401": err, "403": err, "404": err}},
-                "delete": {"summary": "Delete a material", "responses": {"204": {"description": "Deleted"},
-                           "401": err, "403": err, "404": err}}},
+                "delete": {"summary": "Delete a material", "parameters": [material_id],
+                           "responses": {"204": {"description": "Deleted"}, "401": err, "403": err, "404": err}}},
             "/sections": {"get": {"summary": "The materials' sections",
                                   "responses": {"200": {"description": '{"sections": [...]}'}, "401": err}}},
             "/templates": {"get": {"summary": "Letter templates", "responses": {
