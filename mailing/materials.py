@@ -178,6 +178,9 @@ def _check_template(html: str) -> str:
     html = _BLOCK.sub(MATERIALS, html)
     if MATERIALS not in html:
         raise MaterialError("html", _("The template needs a {{ materials }} block where the materials go."))
+    if "{%" in html:  # it would reach the letter as text: a template is never run
+        raise MaterialError("html", _("A template has no {% … %} statements: only the {{ materials }} block and "
+                                      "placeholders such as {{ name }}."))
     # The rest of a template is the letter's own text: its placeholders are checked as
     # the issue form checks a letter's, so a typo is caught here and not at launch.
     problems = placeholder_errors(html.replace(MATERIALS, ""), known_fields())

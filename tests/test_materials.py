@@ -194,6 +194,14 @@ def test_templates_need_a_materials_block_and_shipped_ones_stay(ctx, client, log
     r = client.post(f"/templates/{mine.id}/edit", data={"csrf_token": csrf_from(edit.data), "name": "Mine",
                                                         "html": "<p>{{ nmae }}</p>{{ materials }}"})
     assert r.status_code == 400 and "nmae" in r.text, "a typo in a placeholder is caught here"
+    for reach in ("{{ config }}", "{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
+                  "{% for x in range(9) %}x{% endfor %}"):
+        r = client.post(f"/templates/{mine.id}/edit", data={"csrf_token": csrf_from(edit.data), "name": "Mine",
+                                                            "html": f"<p>{reach}</p>{{{{ materials }}}}"})
+        assert r.status_code == 400, reach
+    # Nor is a template ever run: what it says outside its placeholders stays text.
+    probe = LetterTemplate(name="Probe", html="{% for x in range(3) %}{{ materials }}{% endfor %}")
+    assert materials.render(probe, []) == "{% for x in range(3) %}{% endfor %}"
     r = client.post(f"/templates/{mine.id}/edit", data={"csrf_token": csrf_from(edit.data), "name": "Mine",
                                                         "html": "<h1 onclick='x()'>Hi</h1>{{ materials }}<script>1</script>"})
     assert r.status_code == 303
