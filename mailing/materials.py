@@ -11,7 +11,8 @@ Everything that becomes part of a letter is sanitised (mailing/sanitise.py).
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -31,14 +32,18 @@ from .states import IssueNotFound, operate
 RECENT = 20  # materials of the issue's sections offered first
 MATERIALS = "{{ materials }}"
 
-# One material as the {{ materials }} block shows it.
+# One material as the {{ materials }} block shows it: the title (linked), the image, the
+# summary and "Read more" at the material's page. A letter is a digest, so the body goes in
+# only when the material has no page of its own to read it at.
 _ITEM = SandboxedEnvironment(autoescape=True).from_string(
     '<div class="material" style="margin: 0 0 24px">'
     '{% if m.image_url %}<img src="{{ m.image_url }}" alt="" style="max-width: 100%; height: auto"><br>{% endif %}'
     '<h2 style="margin: 8px 0; font-size: 20px">{% if m.link %}<a href="{{ m.link }}">{{ m.title }}</a>'
     '{% else %}{{ m.title }}{% endif %}</h2>'
-    '{% if m.summary %}<p>{{ m.summary }}</p>{% endif %}{{ body }}'
-    '{% if m.link %}<p><a href="{{ m.link }}">{{ more }}</a></p>{% endif %}</div>')
+    '{% if m.summary %}<p>{{ m.summary }}</p>{% endif %}'
+    '{% if m.link %}<p><a href="{{ m.link }}">{{ more }}</a></p>{% else %}{{ body }}{% endif %}</div>')
+# The block as people type it: `{{materials}}` is the same block as `{{ materials }}`.
+_BLOCK = re.compile(r"\{\{\s*materials\s*\}\}")
 
 
 class MaterialError(FieldError):
@@ -85,6 +90,26 @@ def add_section(name: Any) -> Section:
     return section
 
 
+def rename_section(section: Section, name: Any) -> None:
+    name = _text(name, "name", 100, required=True)
+    # The exact name too: SQLite's lower() folds only ASCII letters.
+    if db.session.scalar(sa.select(Section.id).where(sa.or_(Section.name == name,
+                                                            sa.func.lower(Section.name) == name.lower()),
+                                                     Section.id != section.id)):
+        raise MaterialError("name", _("A section with this name exists."))
+    section.name = name
+    db.session.commit()
+
+
+def delete_section(section: Section) -> None:
+    """Only an empty section goes: deleting one must never take its materials with it."""
+    if db.session.scalar(sa.select(Material.id).where(Material.section_id == section.id).limit(1)):
+        raise MaterialError("name", _("This section still has materials: delete them or move them to another "
+                                      "section first."))
+    db.session.delete(section)
+    db.session.commit()
+
+
 def save_material(material: Material | None, values: dict[str, Any], actor: Any) -> Material:
     """Create or change a material from form or API values; its body is sanitised."""
     section_id = values.get("section_id", material.section_id if material else None)
@@ -101,11 +126,16 @@ def save_material(material: Material | None, values: dict[str, Any], actor: Any)
         "image_url": _url(values.get("image_url", old.image_url if old else ""), "image_url"),
     }
     published = values.get("published_at")
-    if isinstance(published, str) and published.strip():
+    if published is not None and not isinstance(published, str):
+        raise MaterialError("published_at", _("Give a date as YYYY-MM-DD (and a time if you like)."))
+    if published and published.strip():
         try:
-            published = datetime.fromisoformat(published.strip().replace("Z", "+00:00")).replace(tzinfo=None)
+            published = datetime.fromisoformat(published.strip().replace("Z", "+00:00"))
         except ValueError:
             raise MaterialError("published_at", _("Give a date as YYYY-MM-DD (and a time if you like).")) from None
+        if published.tzinfo:  # stored in UTC, as every time is
+            published = published.astimezone(UTC)
+        published = published.replace(tzinfo=None)
     if material is None:
         material = Material(created_by_id=getattr(actor, "id", None))
         db.session.add(material)
@@ -131,8 +161,9 @@ def search(q: str = "", section_id: int | None = None, limit: int = 100) -> list
     if section_id:
         stmt = stmt.where(Material.section_id == section_id)
     if q.strip():
-        like = f"%{q.strip().lower()}%"
-        stmt = stmt.where(sa.or_(sa.func.lower(Material.title).like(like), sa.func.lower(Material.summary).like(like)))
+        # As the issue search: `%` and `_` are letters here, not wildcards.
+        stmt = stmt.where(sa.or_(Material.title.icontains(q.strip(), autoescape=True),
+                                 Material.summary.icontains(q.strip(), autoescape=True)))
     return list(db.session.scalars(stmt))
 
 
@@ -152,8 +183,12 @@ def templates() -> list[LetterTemplate]:
 
 
 def _check_template(html: str) -> str:
+    html = _BLOCK.sub(MATERIALS, html)
     if MATERIALS not in html:
         raise MaterialError("html", _("The template needs a {{ materials }} block where the materials go."))
+    if "{%" in html:  # it would reach the letter as text: a template is never run
+        raise MaterialError("html", _("A template has no {% … %} statements: only the {{ materials }} block and "
+                                      "placeholders such as {{ name }}."))
     # The rest of a template is the letter's own text: its placeholders are checked as
     # the issue form checks a letter's, so a typo is caught here and not at launch.
     problems = placeholder_errors(html.replace(MATERIALS, ""), known_fields())

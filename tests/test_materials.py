@@ -13,9 +13,10 @@ from mailing.extensions import db
 from mailing.models import Issue, LetterTemplate, Material, Section
 from mailing.sanitise import clean_html
 
-from .support import csrf_from, issue_row, journal_of, wait_status
+from .support import ROOT, csrf_from, issue_row, journal_of, wait_status
 from .support.browser import log_in, screenshot
 
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 HOSTILE = '<p onclick="steal()">Read {{ name }}</p><script>alert(1)</script><img src="https://img.example/a.png" ' \
           'onerror="alert(2)"><a href="javascript:alert(3)">x</a><a href="{{ unsubscribe_url }}">unsubscribe</a>'
 
@@ -44,6 +45,79 @@ def test_the_sanitiser_keeps_letters_and_drops_what_could_run():
     assert 'style="width:100%"' in kept and 'style="color:red"' in kept
 
 
+def test_a_style_cannot_carry_a_script_address_and_plain_styles_stay():
+    for bad in ("background:url(javascript:alert(1))", "background:url(JaVaScRiPt :alert(1))",
+                "width: expression(alert(1))", "background:url(\\6a avascript:alert(1))",
+                "background:url(java&#115;cript:alert(1))"):
+        assert clean_html(f'<div style="{bad}">x</div>') == "<div>x</div>", bad
+    kept = '<div style="background:url(https://img.example/bg.png); color:#333">x</div>'
+    assert clean_html(kept) == kept
+
+
+def test_a_letter_shows_summaries_with_read_more_and_a_body_only_without_a_page(ctx):
+    news, _events, made = _library()
+    own = materials.save_material(None, {"section_id": news.id, "title": "No page", "summary": "Short",
+                                         "body_html": "<p>The whole <b>story</b></p>"}, None)
+    plain = db.session.scalar(sa.select(LetterTemplate).where(LetterTemplate.name == "Plain"))
+    html = materials.render(plain, [db.session.get(Material, made["Hiring"]), own])
+    assert '<a href="https://ex.example/2">Hiring</a>' in html and "About Hiring" in html
+    assert '<a href="https://ex.example/2">Read more</a>' in html
+    assert "Body of Hiring" not in html, "a material with its own page is summed up, not copied whole"
+    assert "<p>The whole <b>story</b></p>" in html, "one without a page brings its body"
+    assert 'href="{{ unsubscribe_url }}"' in html
+
+
+def test_search_is_case_blind_and_takes_percent_literally(ctx):
+    news, _events, made = _library()
+    materials.save_material(None, {"section_id": news.id, "title": "Rates up 5%", "summary": ""}, None)
+    assert [m.title for m in materials.search("RATES")] == ["Rates up 5%", "Rates go up"]
+    assert [m.title for m in materials.search("5%")] == ["Rates up 5%"]
+    assert [m.title for m in materials.search("about summer")] == ["Summer fair"], "the summary is searched"
+    assert [m.title for m in materials.search("", news.id)] == ["Rates up 5%", "Hiring", "New office", "Rates go up"]
+
+
+def test_sections_are_renamed_and_only_an_empty_one_is_deleted(ctx, client, login):
+    news, events, _made = _library()
+    empty = materials.add_section("Old")
+    login("support")
+    page = client.get("/materials")
+    token = csrf_from(page.data)
+    assert client.post(f"/materials/sections/{empty.id}", data={"csrf_token": token, "name": "x"}).status_code == 403
+    assert client.post(f"/materials/sections/{empty.id}/delete", data={"csrf_token": token}).status_code == 403
+    login("editor")
+    page = client.get("/materials")
+    token = csrf_from(page.data)
+    assert f'id="section-{news.id}"' in page.text
+    r = client.post(f"/materials/sections/{news.id}", data={"csrf_token": token, "name": "events"})
+    assert r.status_code == 400 and "A section with this name exists." in r.text
+    r = client.post(f"/materials/sections/{news.id}", data={"csrf_token": token, "name": "Company news"})
+    assert r.status_code == 303
+    r = client.post(f"/materials/sections/{events.id}/delete", data={"csrf_token": token})
+    assert r.status_code == 400 and "still has materials" in r.text
+    assert client.post(f"/materials/sections/{empty.id}/delete", data={"csrf_token": token}).status_code == 303
+    assert client.post("/materials/sections/99999/delete", data={"csrf_token": token}).status_code == 404
+    db.session.expire_all()
+    assert [s.name for s in materials.sections()] == ["Company news", "Events"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Material)) == 4, "no material was lost"
+
+
+def test_the_assemble_page_of_a_sent_issue_answers_409(ctx, client, login, make_issue, smtp, workers):
+    issue_id = make_issue(1)
+    workers.start(1, SEND_JOBS="1")
+    lifecycle.launch(issue_id, _editor())
+    wait_status(issue_id, "sent", 60)
+    login("editor")
+    assert client.get(f"/issues/{issue_id}/assemble").status_code == 409
+    assert "Assemble from materials" not in client.get(f"/issues/{issue_id}").text
+
+
+def test_templates_accept_the_block_however_spaced(ctx):
+    plain = db.session.scalar(sa.select(LetterTemplate).where(LetterTemplate.name == "Plain"))
+    mine = materials.copy_template(plain, "Tight")
+    materials.save_template(mine, "Tight", "<p>Hi {{name}}</p>{{materials}}")
+    assert db.session.get(LetterTemplate, mine.id).html == "<p>Hi {{name}}</p>{{ materials }}"
+
+
 def test_assemble_remove_one_add_one_edit_and_send(ctx, client, login, make_issue, smtp, workers):
     news, events, made = _library()
     issue_id = make_issue(3)
@@ -60,6 +134,10 @@ def test_assemble_remove_one_add_one_edit_and_send(ctx, client, login, make_issu
         "material": [str(made["Rates go up"]), str(made["Hiring"])]})
     assert "Summer fair" in found.text, "found in another section"
     framed = db.session.scalar(sa.select(LetterTemplate.id).where(LetterTemplate.name == "Header and footer"))
+    r = client.post(f"/issues/{issue_id}/assemble", data={
+        "csrf_token": csrf_from(page.data), "section": str(news.id), "template": str(framed), "go": "1"})
+    assert r.status_code == 400 and 'role="alert">Choose at least one material.' in r.text
+    assert issue_row(issue_id).body_html != "" and not journal_of(issue_id), "nothing changed"
     r = client.post(f"/issues/{issue_id}/assemble", data={
         "csrf_token": csrf_from(page.data), "section": str(news.id), "template": str(framed), "go": "1",
         "material": [str(made["Rates go up"]), str(made["Hiring"]), str(made["Summer fair"])]})
@@ -91,6 +169,11 @@ def test_assemble_remove_one_add_one_edit_and_send(ctx, client, login, make_issu
     assert "<script" not in html and "/u/" in html, "the unsubscribe link was filled in"
 
 
+def _send(api, method, path, **kw):
+    """PATCH and DELETE through the API test client's token."""
+    return api.client.open("/api/v1" + path, method=method, headers=api.headers, **kw)
+
+
 def _editor():
     from mailing.cli import create_user
 
@@ -111,6 +194,14 @@ def test_templates_need_a_materials_block_and_shipped_ones_stay(ctx, client, log
     r = client.post(f"/templates/{mine.id}/edit", data={"csrf_token": csrf_from(edit.data), "name": "Mine",
                                                         "html": "<p>{{ nmae }}</p>{{ materials }}"})
     assert r.status_code == 400 and "nmae" in r.text, "a typo in a placeholder is caught here"
+    for reach in ("{{ config }}", "{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
+                  "{% for x in range(9) %}x{% endfor %}"):
+        r = client.post(f"/templates/{mine.id}/edit", data={"csrf_token": csrf_from(edit.data), "name": "Mine",
+                                                            "html": f"<p>{reach}</p>{{{{ materials }}}}"})
+        assert r.status_code == 400, reach
+    # Nor is a template ever run: what it says outside its placeholders stays text.
+    probe = LetterTemplate(name="Probe", html="{% for x in range(3) %}{{ materials }}{% endfor %}")
+    assert materials.render(probe, []) == "{% for x in range(3) %}{% endfor %}"
     r = client.post(f"/templates/{mine.id}/edit", data={"csrf_token": csrf_from(edit.data), "name": "Mine",
                                                         "html": "<h1 onclick='x()'>Hi</h1>{{ materials }}<script>1</script>"})
     assert r.status_code == 303
@@ -132,7 +223,10 @@ def test_roles_bad_input_and_non_drafts(ctx, client, login, api_client, make_iss
     assert r.status_code == 201 and "<script" not in r.json["body_html"] and "onerror" not in r.json["body_html"]
     for bad, field in (({"section_id": 999, "title": "x"}, "section_id"), ({"section_id": news.id}, "title"),
                        ({"section_id": news.id, "title": "x", "link": "javascript:alert(1)"}, "link"),
-                       ({"section_id": news.id, "title": "x", "published_at": "soon"}, "published_at")):
+                       ({"section_id": news.id, "title": "x", "published_at": "soon"}, "published_at"),
+                       ({"section_id": news.id, "title": "x", "published_at": 20261110}, "published_at"),
+                       ({"section_id": news.id, "title": ["x"]}, "title"), ({"section_id": True, "title": "x"},
+                                                                           "section_id")):
         r = editor.post("/materials", json=bad)
         assert r.status_code == 400 and r.json["error"] == field, (bad, r.json)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Material)) == 5
@@ -146,9 +240,27 @@ def test_roles_bad_input_and_non_drafts(ctx, client, login, api_client, make_iss
                        ).status_code == 400
     assert editor.post(f"/issues/{issue_id}/assemble", json={"material_ids": [99999], "template_id": plain}
                        ).json["error"] == "material_ids"
+    r = _send(editor, "PATCH", f"/materials/{made['Hiring']}", json={"body_html": HOSTILE})
+    assert r.status_code == 200 and "onerror" not in r.json["body_html"] and "{{ name }}" in r.json["body_html"]
+    r = _send(editor, "PATCH", f"/materials/{made['Hiring']}", json={"title": "Changed", "link": "javascript:alert(1)"})
+    assert r.status_code == 400 and r.json["error"] == "link"
+    assert editor.get(f"/materials/{made['Hiring']}").json["title"] == "Hiring", "nothing changed"
+    assert _send(support, "PATCH", f"/materials/{made['Hiring']}", json={"title": "x"}).status_code == 403
+    assert _send(support, "DELETE", f"/materials/{made['Hiring']}").status_code == 403
+    assert _send(editor, "PATCH", "/materials/99999", json={"title": "x"}).status_code == 404
+    r = _send(editor, "PATCH", f"/materials/{made['Hiring']}", json={"published_at": "2026-11-20T01:30:00+03:00"})
+    assert r.json["published_at"] == "2026-11-19T22:30:00Z", "a time with its zone is kept in UTC"
+    assert [s["name"] for s in support.get("/sections").json["sections"]] == ["Events", "News"]
+    assert {"Plain", "Header and footer"} <= {t["name"] for t in support.get("/templates").json["templates"]}
+    assert support.post(f"/issues/{issue_id}/assemble", json={"material_ids": [made["Hiring"]],
+                                                             "template_id": plain}).status_code == 403
+    assert editor.post("/issues/99999/assemble", json={"material_ids": [made["Hiring"]],
+                                                       "template_id": plain}).status_code == 404
     lifecycle.launch(issue_id, _editor())
     r = editor.post(f"/issues/{issue_id}/assemble", json={"material_ids": [made["Hiring"]], "template_id": plain})
     assert r.status_code == 409, "only a draft is assembled"
+    assert _send(editor, "DELETE", f"/materials/{made['Hiring']}").status_code == 204
+    assert editor.get(f"/materials/{made['Hiring']}").status_code == 404
     login("support")
     assert client.get("/materials").status_code == 200
     page = client.get("/materials")
@@ -160,27 +272,54 @@ def test_roles_bad_input_and_non_drafts(ctx, client, login, api_client, make_iss
     assert r.status_code == 400 and "This is required." in r.text
 
 
+# Every visible field of a page has a name a screen reader says (a <label> or aria-label).
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.outerHTML)"""
+
+
 @pytest.mark.browser
-def test_assembling_in_the_browser(ctx, make_user, make_issue, browser, web):
+def test_assembling_in_the_browser_by_keyboard_on_a_phone(ctx, make_user, make_issue, browser, web):
     _news, _events, made = _library()
     issue_id = make_issue(2)
     news = db.session.scalar(sa.select(Section).where(Section.name == "News"))
     db.session.get(Issue, issue_id).sections = [news]
     db.session.commit()
     user, pw = make_user("editor")
-    page = browser.new_page()
+    # A phone's width; the page's Content-Security-Policy would refuse the injected axe script.
+    page = browser.new_page(viewport={"width": 390, "height": 800}, bypass_csp=True)
     log_in(page, web, user.email, pw)
+    for path in ("/materials", "/templates", f"/materials/{made['Hiring']}/edit"):
+        page.goto(web + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        assert page.evaluate(UNLABELLED) == [], path
+        screenshot(page, "materials-390" + path.replace("/", "-"))
     page.goto(f"{web}/issues/{issue_id}")
     page.click("a.assemble-link")
     page.wait_for_url(f"{web}/issues/{issue_id}/assemble")
-    page.get_by_label("New office").uncheck()
-    page.fill("input[name=q]", "fair")
-    page.click("button[name=find]")
-    page.get_by_label("Summer fair").check()
-    page.select_option("select[name=template]", label="Plain")
-    screenshot(page, "assemble-from-materials")
-    page.click("button[name=go]")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.evaluate(UNLABELLED) == []
+    page.add_script_tag(path=str(AXE))
+    violations = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    assert [v["id"] for v in violations if v["impact"] in ("serious", "critical")] == []
+    assert page.get_by_label("Rates go up").is_checked() and page.get_by_label("New office").is_checked()
+    # Keyboard only: Space unticks, typing and Enter searches, Space ticks the one found.
+    page.get_by_label("New office").focus()
+    page.keyboard.press("Space")
+    page.get_by_label("Find", exact=True).focus()
+    page.keyboard.type("fair")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("label.found-choice")
+    assert not page.get_by_label("New office").is_checked(), "the untick is kept across the search"
+    page.get_by_label("Summer fair").focus()
+    page.keyboard.press("Space")
+    page.get_by_label("Template").focus()
+    page.keyboard.press("End")  # the last template: "Plain" (shipped ones come first, by name)
+    assert page.locator("select[name=template] option:checked").inner_text() == "Plain"
+    screenshot(page, "assemble-from-materials-390")
+    page.locator("button[name=go]").focus()
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{web}/issues/{issue_id}/edit")
     body = page.input_value("textarea[name=body_html]")
     assert "Summer fair" in body and "Rates go up" in body and "Hiring" in body
     assert "New office" not in body and made["New office"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -11,7 +11,8 @@ from flask_login import current_user
 
 from .. import materials
 from ..extensions import db
-from ..models import Issue, LetterTemplate, Material
+from ..models import Issue, LetterTemplate, Material, Section
+from ..states import IllegalTransition, allowed, refusal
 from .access import EDITORS, READERS, roles
 from .params import arg_int, form_int
 
@@ -50,6 +51,30 @@ def add_section() -> Any:
     except materials.MaterialError as exc:
         return _library({"section_name": exc.message}, request.form.to_dict(), 400)
     flash(_("The section was added."))
+    return redirect(url_for("materials.index"), 303)
+
+
+@bp.post("/materials/sections/<int:section_id>")
+@roles(*EDITORS)
+def rename_section(section_id: int) -> Any:
+    section = db.get_or_404(Section, section_id, description=_("No such section."))
+    try:
+        materials.rename_section(section, request.form.get("name"))
+    except materials.MaterialError as exc:
+        db.session.rollback()
+        return _library({f"section-{section_id}": exc.message}, status=400)
+    flash(_("The section was renamed."))
+    return redirect(url_for("materials.index"), 303)
+
+
+@bp.post("/materials/sections/<int:section_id>/delete")
+@roles(*EDITORS)
+def delete_section(section_id: int) -> Any:
+    try:
+        materials.delete_section(db.get_or_404(Section, section_id, description=_("No such section.")))
+    except materials.MaterialError as exc:
+        return _library({f"section-{section_id}": exc.message}, status=400)
+    flash(_("The section was deleted."))
     return redirect(url_for("materials.index"), 303)
 
 
@@ -129,7 +154,9 @@ def assemble(issue_id: int) -> Any:
     """The chosen sections' recent materials ticked, others found by search and added;
     OK builds the letter and opens it in the editor."""
     issue = db.get_or_404(Issue, issue_id, description=_("No such issue."))
-    error = None
+    if not allowed("assemble", issue.status):  # refused before the form is filled in vain
+        raise IllegalTransition("assemble", issue.status, refusal("assemble", issue.status))
+    errors: dict[str, str] = {}
     posted = request.method == "POST"
     template_id = form_int("template") if posted else arg_int("template")
     if posted and request.form.get("go"):
@@ -137,7 +164,7 @@ def assemble(issue_id: int) -> Any:
             materials.assemble(issue.id, _ids("material"), template_id, current_user, section_ids=_ids("section"))
         except materials.MaterialError as exc:
             db.session.rollback()
-            error = exc.message
+            errors = {exc.field: exc.message}
         else:
             flash(_("The letter was assembled: correct it here, then send or postpone it."))
             return redirect(url_for("outgoing.edit", issue_id=issue.id), 303)
@@ -153,6 +180,6 @@ def assemble(issue_id: int) -> Any:
                            chosen_sections=chosen_sections, offered=offered + [m for m in extra if m],
                            ticked=ticked, found=found, q=q, templates=materials.templates(),
                            template_id=template_id or issue.template_id,
-                           error=error), 400 if error else 200
+                           errors=errors), 400 if errors else 200
 
 
