@@ -157,14 +157,20 @@ def delete_material(material: Material) -> None:
 
 def search(q: str = "", section_id: int | None = None, limit: int = 100) -> list[Material]:
     """Newest first; `q` matches the title or the summary, whatever the case."""
-    stmt = sa.select(Material).order_by(Material.published_at.desc(), Material.id.desc()).limit(limit)
+    stmt = search_query(q, section_id).order_by(Material.published_at.desc(), Material.id.desc()).limit(limit)
+    return list(db.session.scalars(stmt))
+
+
+def search_query(q: str = "", section_id: int | None = None) -> sa.Select:
+    """The materials `search` finds, unordered (the API pages them by id)."""
+    stmt = sa.select(Material)
     if section_id:
         stmt = stmt.where(Material.section_id == section_id)
     if q.strip():
         # As the issue search: `%` and `_` are letters here, not wildcards.
         stmt = stmt.where(sa.or_(Material.title.icontains(q.strip(), autoescape=True),
                                  Material.summary.icontains(q.strip(), autoescape=True)))
-    return list(db.session.scalars(stmt))
+    return stmt
 
 
 def recent_of(section_ids: list[int]) -> list[Material]:

@@ -12,7 +12,7 @@ from ...extensions import db
 from ...models import LetterTemplate, Material
 from ..access import EDITORS, READERS
 from . import schemas as s
-from .base import ctx, endpoint, iso
+from .base import ctx, endpoint, iso, keyset
 
 TAG = "materials"
 
@@ -29,9 +29,10 @@ def _material(material_id: int) -> Material:
 
 @endpoint("/materials", "GET", READERS, out=s.MaterialsOut, query=s.MaterialsQuery, errors=(), tag=TAG)
 def list_materials() -> Any:
-    """Materials, newest first (?q= searches titles and summaries, ?section= one section)"""
+    """Materials, the last added first (?q= searches titles and summaries, ?section= one section)"""
     q = ctx("query")
-    return {"materials": [material_json(m) for m in materials.search(q.q, q.section)]}
+    rows, cursor = keyset(materials.search_query(q.q, q.section), Material.id, q.cursor, q.limit)
+    return {"materials": [material_json(m) for m in rows], "next_cursor": cursor}
 
 
 @endpoint("/materials", "POST", EDITORS, ok=201, out=s.MaterialOut, json=s.MaterialIn, errors=(), tag=TAG)

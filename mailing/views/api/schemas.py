@@ -469,12 +469,12 @@ class MaterialOut(BaseModel):
     published_at: datetime | None
 
 
-class MaterialsQuery(Query):
+class MaterialsQuery(Page):
     q: str = Field("", max_length=200)
     section: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
-class MaterialsOut(BaseModel):
+class MaterialsOut(Paged):
     materials: list[MaterialOut]
 
 
