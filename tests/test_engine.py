@@ -75,3 +75,29 @@ def test_relay_rate_cap_is_shared_and_changes_while_sending(ctx, make_issue, smt
     db.session.commit()
     wait_status(issue_id, "sent", 60)
     assert len(smtp.handler.counts()) == 150
+
+
+def test_a_claim_that_skips_the_expired_lease_probe_still_finds_a_dead_runners_rows(ctx, make_issue, make_user):
+    """Runners look for expired leases only every lease/4 seconds; a claim that does not look
+    takes what is pending, and when nothing else is due it looks all the same, so a dead
+    runner's recipients are never left behind by a runner that thinks the issue is drained."""
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
+    from mailing.models import Delivery
+    from mailing.store import deliveries
+
+    issue_id = make_issue(5)
+    lifecycle.launch(issue_id, make_user("editor")[0])
+    dead = deliveries.claim(issue_id, "dead-runner", 2, 30)
+    db.session.execute(sa.update(Delivery).where(Delivery.lease_owner == "dead-runner")
+                       .values(lease_until=datetime(2000, 1, 1)))  # its lease ran out long ago
+    db.session.commit()
+    first = deliveries.claim(issue_id, "live-runner", 10, 30, reclaim=False)
+    assert sorted(r.id for r in first) == sorted(set(r.id for r in deliveries_of(issue_id)) - {d.id for d in dead})
+    assert not any(r.reclaimed for r in first), "the probe was skipped: only pending rows"
+    db.session.commit()
+    then = deliveries.claim(issue_id, "live-runner", 10, 30, reclaim=False)
+    assert sorted(r.id for r in then) == sorted(d.id for d in dead) and all(r.reclaimed for r in then)
+    db.session.commit()

@@ -119,6 +119,7 @@ class Runner:
         self.signals = Signals(queueing.redis_connection(), issue_id, self.owner, self.lease)
         self.tally = Tally()
         self.work: deque[Claimed] = deque()
+        self._reclaimed_at = float("-inf")
         # Fields the letter needs (phone, custom ones), fetched per claim: by contact id, or
         # "d<delivery id>" for a triggered mailing's participants.
         self.fields: dict[int | str, dict[str, str]] = {}
@@ -244,7 +245,12 @@ class Runner:
                     db.session.commit()
                     return Outcome("exhausted")
                 limit = taken
-            rows = store.claim(self.issue_id, self.owner, limit, self.lease)
+            # A dead runner's recipients (expired leases) are looked for every lease/4
+            # seconds, not at every claim; the first claim always looks.
+            reclaim = time.monotonic() - self._reclaimed_at >= self.lease / 4
+            rows = store.claim(self.issue_id, self.owner, limit, self.lease, reclaim=reclaim)
+            if reclaim:
+                self._reclaimed_at = time.monotonic()
             if self.metered:  # reclaimed rows hold their dead runner's units already
                 package.give_back(taken - sum(1 for r in rows if not r.reclaimed))
             db.session.commit()

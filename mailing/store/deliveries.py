@@ -167,9 +167,12 @@ class Claimed:
     reclaimed: bool = False
 
 
-def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Claimed]:
+def claim(issue_id: int, owner: str, limit: int, lease_seconds: int, *, reclaim: bool = True) -> list[Claimed]:
     """Take up to `limit` recipients that are due: first those whose lease expired
     (their runner died), then deferred ones whose retry is due, then pending ones.
+    With `reclaim` False the expired leases are not looked for (that probe walks every
+    row in flight, some 1.5 ms a claim on PostgreSQL), unless nothing else is due: a
+    runner never takes "nothing left" for an answer while a dead runner's rows wait.
     Each pick walks the (issue, state, id) index in order and stops at the limit,
     so a claim costs the same at the start of a million-recipient issue as at its
     end. SKIP LOCKED lets many runners on PostgreSQL claim disjoint chunks; on
@@ -186,6 +189,8 @@ def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Cla
     for i, condition in enumerate(due):
         if len(rows) >= limit:
             break
+        if i == 0 and not reclaim:
+            continue
         pick = sa.select(c.id).where(c.issue_id == issue_id, condition).order_by(c.id).limit(limit - len(rows))
         if db.engine.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
@@ -199,6 +204,8 @@ def claim(issue_id: int, owner: str, limit: int, lease_seconds: int) -> list[Cla
             .returning(c.id, c.contact_id, c.email, c.email_key, c.name, c.attempts)
         )
         rows.extend(Claimed(*r, reclaimed=i == 0) for r in db.session.execute(stmt).all())
+    if not rows and not reclaim:
+        return claim(issue_id, owner, limit, lease_seconds)
     rows.sort(key=lambda r: r.id)
     return rows
 
