@@ -15,7 +15,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import SelectMultipleField, StringField, widgets
+from wtforms import SelectChoice, SelectMultipleField, StringField, widgets
 
 from .. import webhooks
 from ..enums import Role
@@ -31,7 +31,7 @@ LOG_ROWS = 50  # attempts shown per endpoint
 class EndpointForm(FlaskForm):
     url = StringField(_l("URL"), render_kw={"inputmode": "url", "autocomplete": "off", "spellcheck": "false",
                                             "placeholder": "https://example.com/outbox-hook"})
-    events = SelectMultipleField(_l("Events"), choices=[(k, v) for k, v in webhooks.EVENT_LABELS.items()],
+    events = SelectMultipleField(_l("Events"), choices=[SelectChoice(k, v) for k, v in webhooks.EVENT_LABELS.items()],
                                  option_widget=widgets.CheckboxInput(), widget=widgets.ListWidget(prefix_label=False),
                                  validate_choice=False)
 
