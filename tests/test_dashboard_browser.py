@@ -330,7 +330,7 @@ def _pages(issue_id: int, list_id: int, stop_id: int) -> dict[str, str]:
         "moderation": "/moderation", "lookup": "/lookup?q=r", "journal": "/journal", "settings": "/admin/settings",
         "users": "/admin/users", "senders": "/admin/senders", "pacing": "/admin/pacing", "dkim": "/admin/dkim",
         "profile": "/profile", "package": "/admin/package", "bounces": "/admin/bounces", "materials": "/materials",
-        "templates": "/templates",
+        "templates": "/templates", "webhooks": "/admin/webhooks",
     }
 
 
