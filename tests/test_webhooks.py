@@ -365,6 +365,22 @@ def test_the_secret_is_shown_once_and_never_again(client, login, receiver):
     assert rolled not in client.get("/admin/webhooks").data.decode()
     journal = db.session.scalars(sa.select(JournalEvent).where(JournalEvent.event.like("webhook_%"))).all()
     assert all(secret not in json.dumps(e.details) and rolled not in json.dumps(e.details) for e in journal)
+    shown = client.get("/journal").data.decode()
+    assert "Webhook endpoint added" in shown and "Webhook secret rolled" in shown and secret not in shown
+    assert "Добавлен адрес вебхука" in client.get("/journal", headers={"Accept-Language": "ru"}).data.decode() \
+        or "Добавлен адрес вебхука" in _russian(client, "/journal")
+    page_ru = _russian(client, "/admin/webhooks")
+    assert "Вебхуки" in page_ru and "Попытки доставки" in page_ru and "Смены статуса выпуска" in page_ru
+
+
+def _russian(client, path: str) -> str:
+    """The page in Russian: the admin's own language setting decides once logged in."""
+    from mailing.models import User
+
+    for user in db.session.scalars(sa.select(User)):
+        user.locale = "ru"
+    db.session.commit()
+    return client.get(path).data.decode()
 
 
 def test_switch_off_on_ping_and_delete_from_the_page(client, login, receiver, workers):
