@@ -99,13 +99,16 @@ class DeliveryFailed(Exception):
 
 # --- subscriptions (cached) ------------------------------------------------------------
 
-_cache: dict[str, Any] = {"version": None, "read": 0.0, "subs": {}}
+# One cache per database (a process may serve more than one app, as the tests do).
+_caches: dict[str, dict[str, Any]] = {}
 
 
 def _subscriptions() -> dict[str, list[int]]:
     """Event type → ids of the enabled endpoints that subscribe to it. Reloaded when the
     version in Redis moved (every change of an endpoint moves it, after its commit); without
     Redis, at most every few seconds."""
+    _cache = _caches.setdefault(current_app.config["SQLALCHEMY_DATABASE_URI"],
+                                {"version": None, "read": 0.0, "subs": {}})
     try:
         version = queueing.redis_connection().get(VERSION_KEY)
     except redis.RedisError:
@@ -140,7 +143,7 @@ def subscriptions_changed() -> None:
         queueing.redis_connection().incr(VERSION_KEY)
     except redis.RedisError:
         pass  # the caches reload within seconds anyway
-    _cache["read"] = 0.0
+    _caches.pop(current_app.config["SQLALCHEMY_DATABASE_URI"], None)
 
 
 # --- writing events (in the caller's transaction) --------------------------------------
@@ -280,7 +283,7 @@ def address_refused(host: str, port: int) -> str | None:
     ones is how a DNS name is pointed inside."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
+    except (OSError, ValueError):  # UnicodeError (a label IDNA cannot write) is a ValueError
         return "unresolved"
     if current_app.config.get("WEBHOOK_ALLOW_PRIVATE"):
         return None
@@ -464,7 +467,8 @@ def _post(endpoint: WebhookEndpoint, events: list[WebhookEvent]) -> bool:
                 snippet = raw.decode("utf-8", "replace")[:SNIPPET]
     except ValueError as exc:  # a secret sealed under another SECRET_KEY
         error = str(exc)[:300]
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001  (any failure of the request is the endpoint's, logged, retried)
+        # httpx's messages name the URL and the error, never the request's headers.
         error = f"{type(exc).__name__}: {exc}"[:300]
     ok = status is not None and 200 <= status < 300
     now = utcnow()

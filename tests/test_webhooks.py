@@ -405,3 +405,44 @@ def test_switch_off_on_ping_and_delete_from_the_page(client, login, receiver, wo
     assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookEndpoint)) == 0
     assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookAttempt)) == 0
     assert client.post("/admin/webhooks/999/delete", data={"csrf_token": token}).status_code == 404
+
+
+def test_a_flush_without_recipient_subscribers_runs_no_extra_statement(ctx, make_issue, make_user, receiver):
+    """The send flush (store.record) costs the same statements with no recipient
+    subscriber as before webhooks existed; with one, one read and one insert per flush."""
+    from mailing.models import utcnow
+    from mailing.store import deliveries as store
+
+    settings.put("launch_delay_seconds", 3600)
+    db.session.commit()
+    user, _ = make_user("editor")
+    rx = receiver()
+    _endpoint(rx, [webhooks.STATUS_CHANGED])
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    def flush(issue_id: int) -> list[str]:
+        claimed = store.claim(issue_id, "owner-1", 50, 60)
+        db.session.commit()
+        statements.clear()
+        sa.event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            store.record(issue_id, "owner-1", [store.Result(c.id, "sent", at=utcnow()) for c in claimed])
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", count)
+        db.session.commit()
+        return list(statements)
+
+    first = make_issue(50)
+    lifecycle.launch(first, user)
+    quiet = flush(first)
+    assert len(quiet) == 2, quiet  # the deliveries' executemany and the issue's counters
+    _endpoint(receiver(), ["recipient.sent"])
+    second = make_issue(50)
+    lifecycle.launch(second, user)
+    told = flush(second)
+    assert len(told) == 4, told  # plus one read of the rows and one insert of the event
+    rows = db.session.scalars(sa.select(WebhookEvent).where(WebhookEvent.type == "recipient.sent")).all()
+    assert len(rows) == 1 and len(rows[0].payload["recipients"]) == 50
