@@ -26,7 +26,7 @@ from mailing.models import (
     WebhookEvent,
 )
 
-from .support import csrf_from, deliveries_of, journal_of, wait_for, wait_status
+from .support import SECRET, csrf_from, deliveries_of, journal_of, wait_for, wait_status
 
 
 @pytest.fixture(autouse=True)
@@ -446,3 +446,29 @@ def test_a_flush_without_recipient_subscribers_runs_no_extra_statement(ctx, make
     assert len(told) == 4, told  # plus one read of the rows and one insert of the event
     rows = db.session.scalars(sa.select(WebhookEvent).where(WebhookEvent.type == "recipient.sent")).all()
     assert len(rows) == 1 and len(rows[0].payload["recipients"]) == 50
+
+
+def test_late_bounces_complaints_and_unsubscribes_are_told(ctx, client, make_issue, make_user, smtp, workers,
+                                                          receiver):
+    from mailing.bounces import receive_one
+    from mailing.devtools import dsn
+    from mailing.unsubscribe import make_token
+
+    rx = receiver()
+    _endpoint(rx, ["recipient.bounced", "recipient.complained", "recipient.unsubscribed"])
+    issue_id = make_issue(3, emails=["x@example.org", "y@example.org", "z@example.org"])
+    workers.start(1, SEND_JOBS="1")
+    lifecycle.launch(issue_id, make_user("editor")[0])
+    wait_status(issue_id, "sent", 60)
+    x, y, z = deliveries_of(issue_id)
+    assert receive_one(dsn.dsn("postfix", rcpt=x.email, message_id=x.message_id, n=1), "api").outcome == "applied"
+    assert receive_one(dsn.complaint(message_id=y.message_id, n=2), "api").outcome == "applied"
+    assert client.post(f"/u/{make_token(SECRET.encode(), z.id)}/one-click").status_code == 200
+    wait_for(lambda: len(rx.events()) >= 3, 30, what="three events")
+    time.sleep(1)
+    got = {e["type"]: e["data"]["recipients"] for e in rx.events()}
+    assert got["recipient.bounced"][0]["email"] == x.email and "5." in got["recipient.bounced"][0]["reply"]
+    assert got["recipient.complained"][0]["delivery_id"] == y.id
+    assert got["recipient.unsubscribed"] == [{"delivery_id": z.id, "issue_id": issue_id, "email": z.email,
+                                              "state": "unsubscribed", "reply": "one-click"}]
+    assert len(rx.events()) == 3, "a complaint is told once, as a complaint"
