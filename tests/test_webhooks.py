@@ -282,7 +282,7 @@ def test_only_admins_reach_the_webhooks_page(app, client, make_user):
         token = csrf_from(c.get("/profile").data)
         expected = 200 if role == "admin" else 403
         assert c.get("/admin/webhooks").status_code == expected, role
-        for path in ("/admin/webhooks", "/admin/webhooks/1/ping", "/admin/webhooks/1/delete"):
+        for path in ("/admin/webhooks", "/admin/webhooks/1/ping", "/admin/webhooks/1/delete", "/admin/webhooks/limit"):
             if role != "admin":
                 assert c.post(path, data={"url": "https://example.com/", "csrf_token": token}).status_code == 403
         nav = c.get("/profile").data.decode()
@@ -472,3 +472,16 @@ def test_late_bounces_complaints_and_unsubscribes_are_told(ctx, client, make_iss
     assert got["recipient.unsubscribed"] == [{"delivery_id": z.id, "issue_id": issue_id, "email": z.email,
                                               "state": "unsubscribed", "reply": "one-click"}]
     assert len(rx.events()) == 3, "a complaint is told once, as a complaint"
+
+
+def test_the_failure_limit_is_set_on_the_page_and_bad_values_change_nothing(client, login):
+    login("admin")
+    token = csrf_from(client.get("/admin/webhooks").data)
+    for bad in ("", "0", "-3", "abc", "99999999999999999999"):
+        r = client.post("/admin/webhooks/limit", data={"limit": bad, "csrf_token": token})
+        assert r.status_code == 400 and 'class="field has-error"' in r.data.decode(), bad
+    assert settings.get("webhook_failure_limit") == 20
+    assert client.post("/admin/webhooks/limit", data={"limit": "5", "csrf_token": token}).status_code == 302
+    db.session.commit()
+    assert settings.get("webhook_failure_limit") == 5
+    assert "Switch a webhook endpoint off after failed deliveries in a row: 5" in client.get("/journal").data.decode()

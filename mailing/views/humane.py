@@ -121,6 +121,7 @@ SETTING_TEXT: dict[str, tuple[Any, Callable[[Any], str]]] = {
     "suppressed_at_launch": (_l("Stop-listed at launch"), num),
     "spam_words": (_l("Spam words"), _words),
     "blocked_domains": (_l("Blocklisted link domains"), _words),
+    "webhook_failure_limit": (_l("Switch a webhook endpoint off after failed deliveries in a row"), num),
 }
 
 

@@ -15,12 +15,14 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import SelectChoice, SelectMultipleField, StringField, widgets
+from wtforms import IntegerField, SelectChoice, SelectMultipleField, StringField, widgets
+from wtforms.validators import InputRequired, NumberRange
 
-from .. import webhooks
+from .. import settings, webhooks
 from ..enums import Role
 from ..extensions import db
 from ..models import WebhookAttempt, WebhookEndpoint
+from ..states import record
 from .access import roles
 
 bp = Blueprint("webhooks", __name__)
@@ -49,7 +51,13 @@ class EndpointForm(FlaskForm):
         return ok
 
 
-def _page(form: EndpointForm | None = None, *, shown_secret: tuple[int, str] | None = None, status: int = 200) -> Any:
+class LimitForm(FlaskForm):
+    limit = IntegerField(_l("Switch an endpoint off after this many failed deliveries in a row"),
+                         validators=[InputRequired(), NumberRange(1, 10_000)])
+
+
+def _page(form: EndpointForm | None = None, *, shown_secret: tuple[int, str] | None = None, status: int = 200,
+          limit_form: LimitForm | None = None) -> Any:
     endpoints = db.session.scalars(sa.select(WebhookEndpoint).order_by(WebhookEndpoint.id)).all()
     attempts: dict[int, list[WebhookAttempt]] = {}
     for ep in endpoints:
@@ -57,7 +65,9 @@ def _page(form: EndpointForm | None = None, *, shown_secret: tuple[int, str] | N
             sa.select(WebhookAttempt).where(WebhookAttempt.endpoint_id == ep.id)
             .order_by(WebhookAttempt.id.desc()).limit(LOG_ROWS)))
     return render_template("admin/webhooks.html", form=form or EndpointForm(formdata=None), endpoints=endpoints,
-                           attempts=attempts, labels=webhooks.EVENT_LABELS, shown_secret=shown_secret), status
+                           attempts=attempts, labels=webhooks.EVENT_LABELS, shown_secret=shown_secret,
+                           limit_form=limit_form or LimitForm(formdata=None,
+                                                              limit=settings.get("webhook_failure_limit"))), status
 
 
 def _endpoint(endpoint_id: int) -> WebhookEndpoint:
@@ -139,3 +149,20 @@ def delete(endpoint_id: int) -> Any:
     webhooks.subscriptions_changed()
     flash(_("Endpoint deleted with its waiting events and its log."))
     return redirect(url_for("webhooks.index"))
+
+
+@bp.post("/admin/webhooks/limit")
+@roles(Role.ADMIN)
+def limit() -> Any:
+    form = LimitForm()
+    if not form.validate_on_submit():
+        return _page(limit_form=form, status=400)
+    old = settings.get("webhook_failure_limit")
+    if form.limit.data != old:
+        settings.put("webhook_failure_limit", form.limit.data)
+        record(None, "settings", actor=current_user,
+               details={"changed": {"webhook_failure_limit": form.limit.data},
+                        "before": {"webhook_failure_limit": old}})
+        db.session.commit()
+        flash(_("Settings saved."))
+    return redirect(url_for("webhooks.index") + "#failure-limit")
