@@ -44,7 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from . import lifecycle, settings, verp
+from . import lifecycle, settings, verp, webhooks
 from .enums import DeliveryState as D
 from .extensions import db
 from .models import BounceReport, Delivery, Issue, StopEntry, StopEvent, StopList, utcnow
@@ -411,8 +411,9 @@ def apply(jobs: list[_Job]) -> None:
     if hard:
         moved = db.session.execute(
             sa.update(d).where(among(d.c.id, sorted({j.delivery.id for j in hard})), d.c.state == D.SENT)
-            .values(state=D.BOUNCED, updated_at=utcnow()).returning(d.c.issue_id)).scalars().all()
-        for issue_id, n in Counter(moved).items():
+            .values(state=D.BOUNCED, updated_at=utcnow()).returning(d.c.issue_id, d.c.id, d.c.email)).all()
+        _tell_webhooks("bounced", moved, {j.delivery.id: j for j in hard})
+        for issue_id, n in Counter(r.issue_id for r in moved).items():
             db.session.execute(sa.update(Issue).where(Issue.id == issue_id).values(
                 sent_count=Issue.sent_count - n, bounced_count=Issue.bounced_count + n))
     undeliverable = {j.delivery.email_key for j in hard}
@@ -421,6 +422,21 @@ def apply(jobs: list[_Job]) -> None:
         undeliverable |= _soft_streaks(soft_keys, jobs)
     _stop("undeliverable", undeliverable, "bounce")
     _stop("unsubscribed", {j.delivery.email_key for j in jobs if j.parsed.kind == "complaint"}, "complaint")
+    complaints = {j.delivery.id: j for j in jobs if j.parsed.kind == "complaint"}
+    if complaints and webhooks.wanted([webhooks.RECIPIENT_EVENTS["complained"]]):
+        rows = db.session.execute(sa.select(d.c.issue_id, d.c.id, d.c.email)
+                                  .where(among(d.c.id, sorted(complaints)))).all()
+        _tell_webhooks("complained", rows, complaints)
+
+
+def _tell_webhooks(state: str, rows: Any, jobs: dict[int, _Job]) -> None:
+    """Late bounces and complaints for the subscribed webhook endpoints, one event per
+    issue and batch of reports (mailing/webhooks.py), with the report's status and text."""
+    def reply(j: _Job) -> str | None:
+        return " ".join(x for x in (j.parsed.status, j.parsed.diagnostic) if x) or None
+
+    webhooks.recipients(state, [webhooks.recipient(delivery_id, issue_id, email, state, reply(jobs[delivery_id]))
+                                for issue_id, delivery_id, email in sorted(rows, key=lambda r: r[1])])
 
 
 def _soft_streaks(keys: set[str], jobs: list[_Job]) -> set[str]:

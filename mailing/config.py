@@ -84,4 +84,12 @@ def load(instance: Path) -> dict:
         "LOGIN_WINDOW_SECONDS": int(env("LOGIN_WINDOW_SECONDS") or 900),
         "LOGIN_LOCK_SECONDS": int(env("LOGIN_LOCK_SECONDS") or 60),
         "LOGIN_LOCK_MAX_SECONDS": int(env("LOGIN_LOCK_MAX_SECONDS") or 900),
+        # Webhooks (mailing/webhooks.py): the waits (seconds) between retries of a failing
+        # endpoint (the last one repeats until it answers or is switched off), the POST
+        # timeout, and whether private and loopback addresses may be endpoints (off: an
+        # admin's URL must not reach the services beside Outbox; tests switch it on).
+        "WEBHOOK_RETRY_INTERVALS": [int(x) for x in (env("WEBHOOK_RETRY_INTERVALS")
+                                                     or "10,30,60,300,900,1800,3600").split(",") if x.strip()],
+        "WEBHOOK_TIMEOUT": float(env("WEBHOOK_TIMEOUT") or 10),
+        "WEBHOOK_ALLOW_PRIVATE": _flag(env("WEBHOOK_ALLOW_PRIVATE"), default=False),
     }

@@ -548,3 +548,57 @@ class LetterTemplate(db.Model):
     name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
     html: so.Mapped[str] = so.mapped_column(sa.Text)
     shipped: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+
+
+# --- webhooks (mailing/webhooks.py) ------------------------------------------------------
+
+class WebhookEndpoint(db.Model):
+    """A URL an admin registered to be told of events. Its signing secret is sealed
+    (mailing/secretbox.py) and shown once, when made or rolled; an endpoint that keeps
+    failing is switched off (`disabled_at`, with a journal event)."""
+
+    __tablename__ = "webhook_endpoints"
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    url: so.Mapped[str] = so.mapped_column(sa.String(2000))
+    events: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)  # event types it subscribes to
+    secret_sealed: so.Mapped[str] = so.mapped_column(sa.Text)
+    enabled: so.Mapped[bool] = so.mapped_column(default=True, server_default=sa.true())
+    consecutive_failures: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    disabled_at: so.Mapped[datetime | None]
+    disabled_reason: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    created_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+
+class WebhookEvent(db.Model):
+    """The transactional outbox: one event for one endpoint, written in the transaction of
+    the change it tells of, and marked delivered once the endpoint answered 2xx. No foreign
+    key on the endpoint, on purpose: an endpoint deleted while a send flush writes its
+    event must not fail the flush (deleting an endpoint deletes its events itself)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (sa.Index("ix_webhook_events_endpoint_pending", "endpoint_id", "delivered_at", "id"),)
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    endpoint_id: so.Mapped[int]
+    type: so.Mapped[str] = so.mapped_column(sa.String(40))
+    payload: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    delivered_at: so.Mapped[datetime | None]
+    attempts: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+
+
+class WebhookAttempt(db.Model):
+    """One POST to an endpoint, for the admin page's log: what it carried and what came
+    back (the start of the response only). Never holds the secret or the signature."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (sa.Index("ix_webhook_attempts_endpoint_at", "endpoint_id", "at"),)
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    endpoint_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_ids: so.Mapped[list[int]] = so.mapped_column(sa.JSON, default=list)
+    event_count: so.Mapped[int] = so.mapped_column(default=0)
+    status_code: so.Mapped[int | None]
+    response: so.Mapped[str | None] = so.mapped_column(sa.Text)  # the first bytes of the body
+    error: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+    duration_ms: so.Mapped[int] = so.mapped_column(default=0)
+    at: so.Mapped[datetime] = so.mapped_column(default=utcnow)

@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "package_unlimited": True,
     # Requests per minute one API token may make; more answer 429 with Retry-After. 0: none.
     "api_requests_per_minute": 1200,
+    # Failed deliveries in a row after which a webhook endpoint is switched off.
+    "webhook_failure_limit": 20,
     "spam_words": ["viagra", "casino", "lottery winner", "100% free"],
     "blocked_domains": [],  # a cap shared by every worker on one relay (SES-style); 0: none
 }

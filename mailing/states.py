@@ -15,6 +15,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask_babel import lazy_gettext as _l
 
+from . import webhooks
 from .enums import IssueStatus
 from .extensions import db
 from .models import Issue, JournalEvent, utcnow
@@ -266,9 +267,15 @@ def transition(
             created_at=now,
         )
     )
+    # Webhooks (mailing/webhooks.py): the event is written in this same transaction.
+    webhooks.status_changed(issue_id, action, old, act.target.value, reason, _actor_label(actor), now)
     if commit:
         db.session.commit()
     return old, act.target.value
+
+
+def _actor_label(actor: Any) -> str:
+    return getattr(actor, "email", None) or (actor if isinstance(actor, str) else "system")
 
 
 def record(issue_id: int | None, event: str, *, actor: Any = None, reason: str | None = None,

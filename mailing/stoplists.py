@@ -66,6 +66,11 @@ def unsubscribe_delivery(delivery: Any, *, source: str) -> bool:
         stop = db.session.scalar(sa.select(StopList).where(StopList.code == code))
         db.session.add(StopEvent(list_id=stop.id, action="add", value=delivery.email_key,
                                  sender_id=sender_id, source=source, actor_label=delivery.email))
+        if source != "complaint":  # a complaint is told as such (mailing/bounces.py)
+            from . import webhooks
+
+            webhooks.recipients("unsubscribed", [webhooks.recipient(
+                delivery.id, delivery.issue_id, delivery.email, "unsubscribed", source)])
     db.session.commit()
     return added
 

@@ -330,7 +330,7 @@ def _pages(issue_id: int, list_id: int, stop_id: int) -> dict[str, str]:
         "moderation": "/moderation", "lookup": "/lookup?q=r", "journal": "/journal", "settings": "/admin/settings",
         "users": "/admin/users", "senders": "/admin/senders", "pacing": "/admin/pacing", "dkim": "/admin/dkim",
         "profile": "/profile", "package": "/admin/package", "bounces": "/admin/bounces", "materials": "/materials",
-        "templates": "/templates",
+        "templates": "/templates", "webhooks": "/admin/webhooks",
     }
 
 
@@ -350,6 +350,10 @@ def test_every_page_passes_axe_in_both_languages_with_screenshots(site, lang):
     wait_status(issue_id, "sent", 30)
     list_id = issue_row(issue_id).list_id
     stop_id = db.session.scalar(sa.select(StopList.id).where(StopList.code == "blocked"))
+    from mailing import webhooks  # an endpoint, so that its card and log table are checked too
+
+    webhooks.create_endpoint("https://hooks.example.com/outbox", [webhooks.STATUS_CHANGED], "test")
+    db.session.commit()
     db.session.remove()
     problems: dict[str, list] = {}
     for width in (1280, 390):

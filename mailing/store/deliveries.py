@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import webhooks
 from ..addresses import search_form
 from ..enums import OPEN_STATES, IssueStatus
 from ..enums import DeliveryState as D
@@ -282,6 +283,7 @@ def record(issue_id: int, owner: str, results: list[Result]) -> Counter[str]:
         return Counter()
     now = utcnow()
     counts = _record_rows(owner, results, now)
+    _tell_webhooks(results, now)
     bumps = {COUNTER[s]: issues.c[COUNTER[s]] + n for s, n in counts.items() if s in COUNTER and n}
     last = next((r.reply for r in reversed(results) if r.reply), None)
     values: dict[str, Any] = dict(bumps)
@@ -293,6 +295,34 @@ def record(issue_id: int, owner: str, results: list[Result]) -> Counter[str]:
     if values:
         db.session.execute(sa.update(issues).where(issues.c.id == issue_id).values(**values))
     return +counts
+
+
+# --- webhooks: recipients that reached a final state (mailing/webhooks.py) ---------------
+
+_TOLD = (D.SENT.value, D.BOUNCED.value, D.FAILED.value)
+
+
+def _tell_webhooks(results: list[Result], now: datetime) -> None:
+    """One event per state and flush for the subscribed endpoints. Without a subscriber
+    this is the cached check alone. The rows are read back by the time this flush wrote
+    them, so a recipient whose lease another runner took (this write did nothing) is
+    never told twice."""
+    wanted = [webhooks.RECIPIENT_EVENTS[s] for s in _TOLD]
+    if not webhooks.wanted(wanted):
+        return
+    ids = sorted({r.id for r in results if r.state in _TOLD})
+    if not ids:
+        return
+    c = deliveries.c
+    rows = db.session.execute(
+        sa.select(c.id, c.issue_id, c.email, c.state, c.reply_code, c.reply_enhanced, c.reply_text)
+        .where(among(c.id, ids), c.state.in_(_TOLD), c.updated_at == now).order_by(c.id)).all()
+    by_state: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        reply = " ".join(str(x) for x in (r.reply_code, r.reply_enhanced, r.reply_text) if x) or None
+        by_state.setdefault(r.state, []).append(webhooks.recipient(r.id, r.issue_id, r.email, r.state, reply))
+    for state, items in by_state.items():
+        webhooks.recipients(state, items)
 
 
 def _record_rows(owner: str, results: list[Result], now: datetime) -> Counter[str]:
@@ -409,12 +439,20 @@ def next_retry_at(issue_id: int) -> datetime | None:
 def _mark_stopped(issue_id: int, *conditions: Any) -> int:
     """Set `stopped_manually` on the issue's deliveries matching `conditions`, in one
     set-based update, and move the counter in the same transaction."""
-    n = db.session.execute(
+    stmt = (
         sa.update(deliveries)
         .where(deliveries.c.issue_id == issue_id, *conditions)
         .values(state=D.STOPPED, reason="stopped_manually", lease_owner=None,
                 lease_until=None, next_attempt_at=None, updated_at=utcnow())
-    ).rowcount
+    )
+    if webhooks.wanted([webhooks.RECIPIENT_EVENTS[D.STOPPED.value]]):
+        # Subscribed: the stopped rows come back from the UPDATE itself for the event.
+        rows = db.session.execute(stmt.returning(deliveries.c.id, deliveries.c.email)).all()
+        n = len(rows)
+        webhooks.recipients(D.STOPPED.value, [webhooks.recipient(r.id, issue_id, r.email, D.STOPPED.value)
+                                              for r in sorted(rows)])
+    else:
+        n = db.session.execute(stmt).rowcount
     if n:
         db.session.execute(
             sa.update(issues).where(issues.c.id == issue_id)

@@ -38,6 +38,7 @@ from . import (
     senders,
     stoplists,
     unsubscribe,
+    webhooks,
 )
 from .access import EDITORS
 
@@ -109,7 +110,7 @@ def register(app: Flask) -> None:
     humane.init_app(app)
     access.init_app(app)
     for bp in (auth.bp, outgoing.bp, sandbox.bp, unsubscribe.bp, api.bp, stoplists.bp, moderation.bp,
-               contacts.bp, senders.bp, pacing.bp, dkim.bp, package.bp, bounces.bp, materials.bp):
+               contacts.bp, senders.bp, pacing.bp, dkim.bp, package.bp, bounces.bp, materials.bp, webhooks.bp):
         app.register_blueprint(bp)
     app.context_processor(_template_globals)
     app.after_request(_vary)

@@ -121,6 +121,7 @@ SETTING_TEXT: dict[str, tuple[Any, Callable[[Any], str]]] = {
     "suppressed_at_launch": (_l("Stop-listed at launch"), num),
     "spam_words": (_l("Spam words"), _words),
     "blocked_domains": (_l("Blocklisted link domains"), _words),
+    "webhook_failure_limit": (_l("Switch a webhook endpoint off after failed deliveries in a row"), num),
 }
 
 
@@ -215,6 +216,10 @@ EVENT_NAMES = {
     "chain_due": _l("Made due in its chain"), "chain_reset": _l("Returned to draft"),
     "copy": _l("Copied"), "resend": _l("Resent"), "delete": _l("Deleted"), "settings": _l("Settings changed"),
     "pace_slowed": _l("Pace slowed"), "pace_recovered": _l("Pace recovered"),
+    # Webhook endpoints (mailing/webhooks.py; journal rows without an issue).
+    "webhook_created": _l("Webhook endpoint added"), "webhook_deleted": _l("Webhook endpoint deleted"),
+    "webhook_enabled": _l("Webhook endpoint switched on"), "webhook_disabled": _l("Webhook endpoint switched off"),
+    "webhook_secret_rolled": _l("Webhook secret rolled"),
 }
 
 HOW = {"ui": _l("on the page"), "api": _l("through the API"), "import": _l("from a file"),
@@ -312,10 +317,20 @@ def _d_counts(d: dict[str, Any]) -> list[str]:
     return out
 
 
+def _d_webhook(d: dict[str, Any]) -> list[str]:
+    out = [_("endpoint #%(id)s (%(url)s)", id=d.get("endpoint_id"), url=d.get("url", ""))]
+    if d.get("failures"):
+        out.append(ngettext("after %(count)s failed delivery in a row", "after %(count)s failed deliveries in a row",
+                            int(d["failures"]), count=num(d["failures"])))
+    return out
+
+
 DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "launch": _d_counts, "send_now": _d_counts, "schedule": _d_counts, "approve": _d_counts,
     "pause": _d_pause, "pause_settled": _d_pause_settled, "hold": _d_hold, "settings": _d_settings,
     "test_letter": _d_test_letter, "interrupt": _d_interrupt, "copy": _d_copy,
+    **{e: _d_webhook for e in ("webhook_created", "webhook_deleted", "webhook_enabled", "webhook_disabled",
+                              "webhook_secret_rolled")},
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import jsonify
 
-from . import issues, library, lists, people  # noqa: F401  (each registers its endpoints on bp)
+from . import hooks, issues, library, lists, people  # noqa: F401  (each registers its endpoints on bp)
 from .base import bp, document, token_hash
 
 __all__ = ["bp", "token_hash"]

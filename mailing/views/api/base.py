@@ -123,7 +123,9 @@ spec = SpecTree(
 
 # Every endpoint may answer these, whatever it does: no or a bad token, a role or a
 # read-only token that may not, a token over its rate, a body or query that does not fit.
-COMMON = {"HTTP_400": s.ErrorOut, "HTTP_401": s.ErrorOut, "HTTP_403": s.ErrorOut, "HTTP_429": s.ErrorOut}
+COMMON = {"HTTP_400": s.ErrorOut, "HTTP_401": s.ErrorOut, "HTTP_403": s.ErrorOut, "HTTP_429": s.ErrorOut,
+          # A request line over the web server's limit (gunicorn's 4 KB): refused by it, as HTML.
+          "HTTP_414": None}
 EXTRA = {404: "HTTP_404", 409: "HTTP_409", 413: "HTTP_413", 502: "HTTP_502"}
 
 
@@ -136,8 +138,8 @@ def endpoint(rule: str, method: str, roles: Sequence[str], *, ok: int = 200, out
     besides the common ones this operation may answer; `more` other successful answers. The token is checked before the body,
     so a caller without the right learns nothing from a validation message."""
     codes: dict[str, Any] = {**COMMON, f"HTTP_{ok}": out}
-    if json is not None or form is not None:
-        codes["HTTP_415"] = s.ErrorOut
+    if json is not None or form is not None:  # a body in another form, or over the size limit
+        codes["HTTP_413"] = codes["HTTP_415"] = s.ErrorOut
     for status in errors:
         codes[EXTRA[status]] = s.ErrorOut
     for status, model in (more or {}).items():

@@ -574,3 +574,53 @@ class ReportOut(BaseModel):
     kind: str | None
     reason: str | None
     delivery_id: int | None
+
+
+# --- webhooks ---------------------------------------------------------------------
+
+EventType = Literal["issue.status_changed", "recipient.sent", "recipient.bounced", "recipient.failed",
+                    "recipient.complained", "recipient.unsubscribed", "recipient.stopped"]
+
+
+class EndpointIn(Body):
+    url: str = Field(min_length=1, max_length=2000, description="http(s), a public address")
+    events: list[EventType] = Field(min_length=1, max_length=7)
+
+
+class EndpointPatch(Body):
+    url: str | None = Field(None, min_length=1, max_length=2000)
+    events: list[EventType] | None = Field(None, min_length=1, max_length=7)
+    enabled: StrictBool | None = None
+
+
+class EndpointOut(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    enabled: bool
+    consecutive_failures: int
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    created_at: datetime
+
+
+class EndpointMadeOut(EndpointOut):
+    secret: str = Field(description="the signing secret: shown in this answer only")
+
+
+class EndpointsOut(BaseModel):
+    endpoints: list[EndpointOut]
+
+
+class AttemptOut(BaseModel):
+    id: int
+    at: datetime
+    event_count: int
+    status_code: int | None
+    response: str | None
+    error: str | None
+    duration_ms: int
+
+
+class AttemptsOut(Paged):
+    attempts: list[AttemptOut]
