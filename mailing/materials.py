@@ -23,7 +23,7 @@ from markupsafe import Markup
 
 from .contacts import known_fields
 from .extensions import db
-from .fielderror import FieldError
+from .fielderror import Conflict, FieldError
 from .models import Issue, LetterTemplate, Material, Section, utcnow
 from .sanitise import clean_html
 from .sending.letter import placeholder_errors
@@ -48,6 +48,10 @@ _BLOCK = re.compile(r"\{\{\s*materials\s*\}\}")
 
 class MaterialError(FieldError):
     """A material, section or template that cannot be saved (HTTP 400), with its field."""
+
+
+class SectionInUse(Conflict, MaterialError):
+    """A section that still has materials cannot go (HTTP 409; the page shows it beside the section)."""
 
 
 def _url(value: Any, field: str) -> str:
@@ -104,8 +108,8 @@ def rename_section(section: Section, name: Any) -> None:
 def delete_section(section: Section) -> None:
     """Only an empty section goes: deleting one must never take its materials with it."""
     if db.session.scalar(sa.select(Material.id).where(Material.section_id == section.id).limit(1)):
-        raise MaterialError("name", _("This section still has materials: delete them or move them to another "
-                                      "section first."))
+        raise SectionInUse("name", _("This section still has materials: delete them or move them to another "
+                                     "section first."))
     db.session.delete(section)
     db.session.commit()
 

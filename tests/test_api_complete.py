@@ -216,3 +216,17 @@ def test_bodies_that_do_not_fit_are_refused_naming_the_field_and_change_nothing(
     assert api.post(f"/issues/{issue_id}/steps", json={"delay_seconds": "soon"}).json["error"] == "delay_seconds"
     assert api.post(f"/issues/{issue_id}/resume").status_code == 409
     assert db.session.scalar(sa.select(sa.func.count()).select_from(JournalEvent)) == before
+
+
+def test_sections_are_renamed_and_deleted_only_when_empty(ctx, api_client):
+    api, reader = api_client("editor"), api_client("support")
+    news = api.post("/sections", json={"name": "News"}).json
+    other = api.post("/sections", json={"name": "Events"}).json
+    assert api.patch(f"/sections/{other['id']}", json={"name": "news"}).json["error"] == "name", "taken, any case"
+    assert api.patch(f"/sections/{news['id']}", json={"name": "Announcements"}).json["name"] == "Announcements"
+    assert reader.patch(f"/sections/{news['id']}", json={"name": "x"}).status_code == 403
+    api.post("/materials", json={"section_id": news["id"], "title": "Launch day"})
+    kept = api.delete(f"/sections/{news['id']}")
+    assert kept.status_code == 409 and kept.json["error"] == "name"
+    assert api.delete(f"/sections/{other['id']}").status_code == 204
+    assert [x["name"] for x in reader.get("/sections").json["sections"]] == ["Announcements"]

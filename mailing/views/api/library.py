@@ -9,7 +9,7 @@ from flask import g
 
 from ... import materials
 from ...extensions import db
-from ...models import LetterTemplate, Material
+from ...models import LetterTemplate, Material, Section
 from ..access import EDITORS, READERS
 from . import schemas as s
 from .base import ctx, endpoint, iso, keyset
@@ -74,6 +74,25 @@ def create_section() -> Any:
     """Add a section (names are unique, whatever their case)"""
     section = materials.add_section(ctx("json").name)
     return {"id": section.id, "name": section.name}, 201
+
+
+def _section(section_id: int) -> Section:
+    return db.get_or_404(Section, section_id, description="No such section.")
+
+
+@endpoint("/sections/<int:section_id>", "PATCH", EDITORS, out=s.SectionOut, json=s.SectionIn, tag=TAG)
+def rename_section(section_id: int) -> Any:
+    """Rename a section"""
+    section = _section(section_id)
+    materials.rename_section(section, ctx("json").name)
+    return {"id": section.id, "name": section.name}
+
+
+@endpoint("/sections/<int:section_id>", "DELETE", EDITORS, ok=204, errors=(404, 409), tag=TAG)
+def delete_section(section_id: int) -> Any:
+    """Delete an empty section (409 while it has materials)"""
+    materials.delete_section(_section(section_id))
+    return "", 204
 
 
 def template_json(t: LetterTemplate) -> dict[str, Any]:
