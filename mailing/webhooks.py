@@ -39,7 +39,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import redis
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -456,6 +455,10 @@ def _post(endpoint: WebhookEndpoint, events: list[WebhookEvent]) -> bool:
                 .hexdigest()[:32],
             }
             timeout = float(current_app.config.get("WEBHOOK_TIMEOUT") or 10)
+            # Imported here: only the drain job posts, and every process imports this module
+            # (states.py calls in), so the web and send processes do not carry the client.
+            import httpx
+
             with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client, \
                     client.stream("POST", endpoint.url, content=body, headers=headers) as resp:
                 status = resp.status_code
