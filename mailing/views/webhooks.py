@@ -106,24 +106,23 @@ def roll(endpoint_id: int) -> Any:
 @bp.post("/admin/webhooks/<int:endpoint_id>/enable")
 @roles(Role.ADMIN)
 def enable(endpoint_id: int) -> Any:
-    endpoint = _endpoint(endpoint_id)
-    if not endpoint.enabled:
-        webhooks.set_enabled(endpoint, True, current_user)
-        db.session.commit()
-        webhooks.subscriptions_changed()
-        flash(_("Endpoint switched on: events waiting for it are delivered now."))
-    return redirect(url_for("webhooks.index") + f"#endpoint-{endpoint.id}")
+    return _switch(endpoint_id, True, _("Endpoint switched on: events waiting for it are delivered now."))
 
 
 @bp.post("/admin/webhooks/<int:endpoint_id>/disable")
 @roles(Role.ADMIN)
 def disable(endpoint_id: int) -> Any:
+    return _switch(endpoint_id, False,
+                   _("Endpoint switched off: no events are written for it until it is switched on."))
+
+
+def _switch(endpoint_id: int, on: bool, message: str) -> Any:
     endpoint = _endpoint(endpoint_id)
-    if endpoint.enabled:
-        webhooks.set_enabled(endpoint, False, current_user)
+    if endpoint.enabled != on:
+        webhooks.set_enabled(endpoint, on, current_user)
         db.session.commit()
         webhooks.subscriptions_changed()
-        flash(_("Endpoint switched off: no events are written for it until it is switched on."))
+        flash(message)
     return redirect(url_for("webhooks.index") + f"#endpoint-{endpoint.id}")
 
 

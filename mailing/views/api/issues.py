@@ -99,15 +99,6 @@ def get_issue(issue_id: int) -> Any:
 
 # --- drafts: the editor's form, through the API ------------------------------------
 
-def _spread_of(issue: Issue) -> dict[str, Any]:
-    if issue.spread_hours:
-        return {"spread": "hours", "spread_hours": issue.spread_hours}
-    if issue.spread_size and issue.spread_interval:
-        return {"spread": "portions", "portion_size": issue.spread_size,
-                "portion_minutes": round(issue.spread_interval / 60, 2)}
-    return {"spread": "none"}
-
-
 def _save_draft(issue: Issue, values: dict[str, Any]) -> None:
     """Check `values` with the editor's own form (every rule the page applies: the sender
     and list exist, placeholders name known fields, the spread is complete) and save them.
@@ -145,10 +136,10 @@ def update_draft(issue_id: int) -> Any:
     locked = lifecycle.edit_lock_reason(issue)
     if locked:
         raise Conflict("locked", locked)
-    values = {"subject": issue.subject, "sender_id": issue.sender_id, "list_id": issue.list_id,
-              "body_html": issue.body_html, "body_text": issue.body_text, "preheader": issue.preheader,
-              "from_name": issue.from_name, "reply_to": issue.reply_to, "custom_headers": issue.custom_headers,
-              "kind": issue.kind, "trigger_on_join": issue.trigger_on_join, **_spread_of(issue)}
+    # The draft as the editor's form shows it (IssueForm.load speaks its spread), then the changes.
+    current = IssueForm(formdata=None, obj=issue, meta={"csrf": False})
+    current.load(issue)
+    values = {k: v for k, v in current.data.items() if k != "csrf_token"}
     changes = ctx("json").model_dump(exclude_none=True)
     if changes.get("spread") in ("none", "hours"):
         values.pop("portion_size", None), values.pop("portion_minutes", None)
